@@ -1,0 +1,34 @@
+"""Device selection and the CUDA speed settings (bf16 autocast, channels_last)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import UserError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UserError(f"--device {name}: unknown device (choose from {', '.join(DEVICE_CHOICES)})")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; on CPU full float32, so CPU runs stay bit-reproducible."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
