@@ -45,3 +45,47 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
     return "\n".join([line([h for _, h, _ in columns]), line(["-" * w for w in widths])]
                      + [line(c) for c in cells])
+
+
+TRAIN_COLUMNS = [("device", "device", ""), ("model", "model", ""), ("params", "params", ",d"),
+                 ("batch", "batch", "d"), ("images_per_s", "train images/s", ",.0f")]
+
+
+def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[dict]:
+    """Training throughput (forward + backward + SGD step on augmented, standardized batches)
+    for the teacher variants and a few students."""
+    from .arch import parse_spec
+    from .augment import STUDENT_HSV
+    from .batches import AugmentedBatches
+    from .device import autocast, memory_format
+    from .families import STUDENTS, TEACHERS, default_free, solve_student
+    from .models import ModelSpec
+
+    models = [(f"teacher-{v.name}", v.default_spec, v.options) for v in TEACHERS.values()]
+    for fam, budget in (("mlp1", 1_000_000), ("conv1", 1_000_000), ("conv4", 1_000_000), ("conv4", 300_000)):
+        s = solve_student(STUDENTS[fam], budget, default_free(STUDENTS[fam], budget))
+        models.append((f"{fam}@{budget / 1e6:g}M", s.spec, STUDENTS[fam] and None))
+    images = torch.randint(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (len(images),), device=device)
+    rows = []
+    for name, spec, options in models:
+        from .arch import BuildOptions
+
+        mspec = ModelSpec("bench", name, str(parse_spec(spec)), options or BuildOptions(), 3, 32, 10)
+        model = mspec.build(device).to(memory_format=memory_format(device))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        it = AugmentedBatches(images, labels, STUDENT_HSV, batch, 0).epoch(0)
+        t = None
+        for i, (x, y, _) in enumerate(it):
+            if i == 1:  # the first step is warm-up
+                _sync(device)
+                t = time.perf_counter()
+            with autocast(device):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        _sync(device)
+        rows.append({"device": str(device), "model": name, "params": mspec.params, "batch": batch,
+                     "images_per_s": batch * steps / (time.perf_counter() - t)})
+    return rows

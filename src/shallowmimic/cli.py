@@ -119,3 +119,269 @@ def bench_augment_cmd(device, batches, size):
     click.echo(format_table(rows, AUGMENT_COLUMNS))
 
 
+
+
+# --- arch -----------------------------------------------------------------------------------
+
+
+@main.command("arch")
+@click.argument("spec", required=False)
+@click.option("--student", "family", default=None, help="Student family (mlp1..mlp5, conv1..conv4).")
+@click.option("--budget", default=None, help="Parameter budget for --student, e.g. 1M, 3.16M, 300k.")
+@click.option("--widths", default=None,
+              help="Free widths (or unit ratios for mlp2..5), comma-separated; default: mid-range.")
+@click.option("--teacher", "variant", default=None, help="Teacher variant (paper, fast): its default spec.")
+@click.option("--size", default=32, show_default=True, help="Input image side.")
+@click.option("--classes", default=10, show_default=True, help="Number of classes.")
+@click.option("--batchnorm", is_flag=True, help="Count batch-norm parameters too.")
+def arch_cmd(spec, family, budget, widths, variant, size, classes, batchnorm):
+    """Print the layer table and parameter count of SPEC (the paper's notation, e.g.
+    76c2-mp-126c2-mp-148c4-mp-1200fc2), or solve a student for a budget."""
+    from .arch import parse_spec
+    from .report_arch import arch_table, solve_from_cli
+
+    if family:
+        if spec:
+            raise UserError("give either SPEC or --student, not both")
+        solved = solve_from_cli(family, budget, widths, size, classes)
+        spec = solved.spec
+        click.echo(f"{family} at budget {solved.budget:,}: {spec} "
+                   f"({solved.params:,} parameters, {100 * (solved.params / solved.budget - 1):+.3f}%)")
+    elif variant:
+        from .families import get_teacher
+
+        v = get_teacher(variant)
+        spec, batchnorm = v.default_spec, v.options.batchnorm
+    if not spec:
+        raise UserError("give a SPEC, --student FAMILY --budget B, or --teacher VARIANT")
+    click.echo(arch_table(parse_spec(spec), 3, size, classes, batchnorm))
+
+
+# --- teacher --------------------------------------------------------------------------------
+
+
+def train_options(f):
+    """Options shared by every command that trains a model."""
+    opts = [
+        click.option("--epochs", type=int, default=None, help="Epoch cap."),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--lr", type=float, default=None, help="Peak / initial learning rate."),
+        click.option("--momentum", type=float, default=None, help="Nesterov momentum."),
+        click.option("--schedule", type=click.Choice(["plateau", "linear"]), default=None),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--val-size", type=int, default=10_000, show_default=True,
+                     help="Validation images split off the training set."),
+        click.option("--train-limit", type=int, default=0, help="Use only N training images (0: all)."),
+        click.option("--val-limit", type=int, default=0, help="Use only N validation images (0: all)."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@main.group(cls=_Group)
+def teacher():
+    """Train and evaluate teachers."""
+
+
+@teacher.command("train")
+@data_option
+@device_option
+@click.option("--variant", type=click.Choice(["paper", "fast"]), default="fast", show_default=True,
+              help="Teacher variant: its layers' options and training defaults.")
+@click.option("--arch", "spec", default=None, help="Architecture spec (default: the variant's).")
+@click.option("--scales", default=None, help="Four width scales C1,C2,C3,H in [0,1] (paper ranges).")
+@click.option("--weight-decay", type=float, default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@train_options
+def teacher_train(data_path, device, variant, spec, scales, weight_decay, out, epochs, batch_size, lr,
+                  momentum, schedule, seed, val_size, train_limit, val_limit, resume, no_progress):
+    """Train one teacher with online augmentation (teacher HSV constants)."""
+    from .device import resolve_device
+    from .families import teacher_spec
+    from .teachers import SplitConfig, teacher_config, train_teacher
+
+    if scales:
+        if spec:
+            raise UserError("give either --arch or --scales, not both")
+        spec = teacher_spec(_floats(scales, "--scales"))
+    cfg = teacher_config(variant, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                         schedule=schedule, seed=seed, weight_decay=weight_decay)
+    r = train_teacher(_load(data_path), out, variant, spec, cfg, resolve_device(device),
+                      SplitConfig(val_size, train_limit=train_limit, val_limit=val_limit), resume=resume,
+                      progress=not no_progress)
+    click.echo(f"teacher {r['spec']} ({r['params']:,} params): val {100 * r['val_acc']:.2f}%  "
+               f"test {100 * r['test_acc']:.2f}%  best epoch {r['best_epoch']}/{r['epochs']}  "
+               f"{r['images_per_s']:,.0f} images/s  {r['wall_s']:.0f}s  -> {out}")
+
+
+@teacher.command("eval")
+@data_option
+@device_option
+@click.argument("directory", type=click.Path(path_type=Path))
+def teacher_eval(data_path, device, directory):
+    """Validation and test accuracy of a trained model directory."""
+    from .device import resolve_device
+    from .teachers import eval_model
+
+    r = eval_model(_load(data_path), directory, resolve_device(device))
+    click.echo(f"{r['spec']} ({r['params']:,} params): val {100 * r['val_acc']:.2f}%  "
+               f"test {100 * r['test_acc']:.2f}%")
+
+
+@bench.command("train")
+@device_option
+@click.option("--steps", default=5, show_default=True, help="Timed steps per model.")
+def bench_train_cmd(device, steps):
+    """Training images/s for a few teacher and student sizes."""
+    from .bench import TRAIN_COLUMNS, bench_train, format_table
+    from .device import resolve_device
+
+    click.echo(format_table(bench_train(resolve_device(device), steps), TRAIN_COLUMNS))
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated numbers") from None
+
+
+def split_options(f):
+    for opt in reversed([
+        click.option("--val-size", type=int, default=10_000, show_default=True, help="Validation images."),
+        click.option("--train-limit", type=int, default=0, help="Use only N training images (0: all)."),
+        click.option("--val-limit", type=int, default=0, help="Use only N validation images (0: all)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+# --- ensemble, transfer set, students -------------------------------------------------------
+
+
+@main.command("ensemble")
+@data_option
+@device_option
+@click.option("--teachers", "roots", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Directory searched (recursively) for finished teachers; repeatable.")
+@click.option("--k", default=16, show_default=True, help="Number of best teachers to average.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@split_options
+def ensemble_cmd(data_path, device, roots, k, out, val_size, train_limit, val_limit):
+    """Average the logits of the K best teachers (by validation accuracy); evaluate all."""
+    from .device import resolve_device
+    from .ensemble import build_ensemble, find_teachers
+    from .teachers import SplitConfig, split_tensors
+
+    dev = resolve_device(device)
+    data = split_tensors(_load(data_path), SplitConfig(val_size, 0, train_limit, val_limit), dev)
+    m = build_ensemble(find_teachers(list(roots)), k, data, out, dev)
+    for r in m["members"]:
+        click.echo(f"  {r['spec']:<40} val {100 * r['val_acc']:.2f}%  test {100 * r['test_acc']:.2f}%")
+    click.echo(f"ensemble of {k} ({m['params']:,} params): val {100 * m['val_acc']:.2f}%  "
+               f"test {100 * m['test_acc']:.2f}%  -> {out}")
+
+
+@main.command("transfer")
+@data_option
+@device_option
+@click.option("--ensemble", "ensemble_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--epochs", default=160, show_default=True, help="Augmented epochs to generate.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--materialize", is_flag=True, help="Also write the rendered images (uint8).")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--no-progress", is_flag=True)
+@split_options
+def transfer_cmd(data_path, device, ensemble_dir, epochs, seed, materialize, out, no_progress, val_size,
+                 train_limit, val_limit):
+    """Generate (or resume) the transfer set labelled with the ensemble's logits."""
+    from .device import resolve_device
+    from .ensemble import load_ensemble, read_manifest
+    from .teachers import SplitConfig, split_tensors
+    from .transfer import TransferConfig, generate
+
+    dev = resolve_device(device)
+    data = split_tensors(_load(data_path), SplitConfig(val_size, 0, train_limit, val_limit), dev)
+    if read_manifest(ensemble_dir)["split_fingerprint"] != data["fingerprint"]:
+        raise UserError(f"{ensemble_dir}: the ensemble was evaluated on another train/validation split")
+    info = generate(load_ensemble(ensemble_dir, dev), data["x_train"], TransferConfig(epochs, seed, 1000, materialize),
+                    out, {"ensemble": str(ensemble_dir), "split_fingerprint": data["fingerprint"]},
+                    progress=not no_progress)
+    click.echo(f"transfer set: {epochs} epochs x {info['images_per_epoch']:,} images: {info['bytes'] / 2**20:.1f} MiB "
+               f"stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images -> {out}")
+
+
+@main.group(cls=_Group)
+def student():
+    """Train students on a transfer set."""
+
+
+@student.command("train")
+@data_option
+@device_option
+@click.option("--family", required=True, help="mlp1..mlp5, conv1..conv4.")
+@click.option("--budget", required=True, help="Parameter budget, e.g. 1M, 3.16M, 300k.")
+@click.option("--widths", default=None, help="Free widths (ratios for mlp2..5); default mid-range.")
+@click.option("--loss", type=click.Choice(["mimic", "hard", "kd"]), default="mimic", show_default=True)
+@click.option("--init-scale", default=1.0, show_default=True)
+@click.option("--input-scale", default=1.0, show_default=True)
+@click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@train_options
+def student_train(data_path, device, family, budget, widths, loss, init_scale, input_scale, transfer_dir, out,
+                  epochs, batch_size, lr, momentum, schedule, seed, val_size, train_limit, val_limit, resume,
+                  no_progress):
+    """Train one student (budget solved for its family) on the transfer set."""
+    from .device import resolve_device
+    from .report_arch import solve_from_cli
+    from .students import StudentSetting, train_student
+    from .teachers import SplitConfig
+    from .train import TrainConfig
+
+    solved = solve_from_cli(family, budget, widths, 32, 10)
+    setting = StudentSetting(family, solved.budget, loss, tuple(solved.free) if widths else (), init_scale,
+                             input_scale)
+    given = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, schedule=schedule)
+    cfg = TrainConfig(loss=loss, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    if (out / "checkpoint.safetensors").exists() and not resume:
+        raise UserError(f"{out}: already holds a training run; pass --resume or choose another --out")
+    r = train_student(_load(data_path), transfer_dir, setting, cfg, out, resolve_device(device),
+                      SplitConfig(val_size, 0, train_limit, val_limit), progress=not no_progress)
+    click.echo(f"{family} {r['spec']} ({r['params']:,} params, budget {r['budget']:,}) {loss}: "
+               f"val {100 * r['val_acc']:.2f}%  test {100 * r['test_acc']:.2f}%  -> {out}")
+
+
+# --- the whole study ------------------------------------------------------------------------
+
+
+@main.command("run")
+@data_option
+@click.option("--preset", default="quick", show_default=True, help="smoke, quick, paper, or a .toml file.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Study directory.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set students.epochs=5 (repeatable).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the preset's).")
+@click.option("--no-progress", is_flag=True)
+def run_cmd(data_path, preset, out, overrides, device, no_progress):
+    """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
+    Re-running the same command resumes; finished work is skipped."""
+    from .pipeline import run_study
+    from .study import load_study
+
+    ov = list(overrides) + ([f'device="{device}"'] if device else [])
+    run_study(load_study(preset, ov), out, data_path, progress=not no_progress)
+
+
+@main.command("report")
+@click.argument("directory", type=click.Path(path_type=Path))
+def report_cmd(directory):
+    """(Re)write the report of a study directory: results, tables, findings, Figure 1."""
+    from .pipeline import report_only
+
+    r = report_only(directory)
+    click.echo(f"wrote {directory}/report/ (report.md, report.html, results.csv, results.json, figure1.png/svg)")
+    for f in r["findings"]:
+        click.echo("  " + f.line())

@@ -1,0 +1,80 @@
+"""Checkpoints: tensors in safetensors (no pickle), state as JSON, every file atomic.
+
+`checkpoint.safetensors` holds the model (`model.*`, buffers included) and the optimizer's
+per-parameter state (`optim.<index>.<name>`), with the full training state as JSON in its
+metadata, so one rename commits everything. `checkpoint.json` is a readable copy of that state.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import UserError
+from .io import atomic_path, write_json
+
+CHECKPOINT = "checkpoint.safetensors"
+SIDECAR = "checkpoint.json"
+BEST = "best.safetensors"
+
+
+def _contiguous(sd: dict) -> dict:
+    return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+
+def save_weights(path: Path, model: nn.Module, metadata: dict | None = None) -> None:
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    with atomic_path(path) as tmp:
+        save_file(_contiguous(model.state_dict()), str(tmp), metadata=meta)
+
+
+def load_weights(path: Path, model: nn.Module, device="cpu") -> dict:
+    """Load weights into `model`; return the metadata saved with them."""
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: cannot read checkpoint ({e})") from None
+    tensors = {k.removeprefix("model."): v for k, v in tensors.items() if not k.startswith("optim.")}
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{path}: weights do not fit this architecture (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+    return meta
+
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in _contiguous(model.state_dict()).items()}
+    opt = optimizer.state_dict()
+    for idx, pstate in opt["state"].items():
+        for name, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{name}"] = value.detach().contiguous().cpu()
+    state = {**state, "optimizer": {"param_groups": opt["param_groups"], "tensors": CHECKPOINT}}
+    with atomic_path(directory / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+    write_json(directory / SIDECAR, state)
+
+
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device) -> dict:
+    path = directory / CHECKPOINT
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads(f.metadata()["state"])
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise UserError(f"{path}: cannot resume from this checkpoint ({e})") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer"]["param_groups"]})
+    return state

@@ -1,0 +1,66 @@
+"""A trained model on disk: `model.json` (how to rebuild it) next to `best.safetensors`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .arch import BuildOptions, build, count_params, parse_spec
+from .checkpoint import BEST, load_weights
+from .config import from_dict
+from .errors import UserError
+from .io import write_json
+
+MODEL_JSON = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    role: str  # teacher | student
+    family: str  # teacher variant or student family
+    spec: str  # the paper's notation
+    options: BuildOptions
+    channels: int
+    size: int
+    classes: int
+
+    @property
+    def params(self) -> int:
+        return count_params(parse_spec(self.spec), self.channels, self.size, self.classes,
+                            self.options.batchnorm)
+
+    def build(self, device="cpu", seed: int = 0) -> torch.nn.Module:
+        torch.manual_seed(seed)  # initialization depends on the seed only
+        net = build(parse_spec(self.spec), self.channels, self.size, self.classes, self.options)
+        return net.to(device)
+
+
+def save_model_spec(directory: Path, spec: ModelSpec, extra: dict | None = None) -> None:
+    write_json(Path(directory) / MODEL_JSON, {**dataclasses.asdict(spec), "params": spec.params, **(extra or {})})
+
+
+def read_model_json(directory: Path) -> dict:
+    path = Path(directory) / MODEL_JSON
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise UserError(f"{directory}: not a model directory (no {MODEL_JSON})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON ({e})") from None
+
+
+def load_model(directory: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a saved model with its best-by-validation weights."""
+    meta = read_model_json(directory)
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    spec = from_dict(ModelSpec, {k: v for k, v in meta.items() if k in fields}, str(directory / MODEL_JSON))
+    model = spec.build(device)
+    if not (Path(directory) / BEST).exists():
+        raise UserError(f"{directory}: has no trained weights yet ({BEST} missing)")
+    load_weights(Path(directory) / BEST, model, device)
+    model.eval()
+    return model, meta

@@ -1,0 +1,88 @@
+"""Training and evaluating one teacher on the data layer's split, with online augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .arch import parse_spec
+from .augment import TEACHER_HSV, HSVConstants
+from .batches import AugmentedBatches, evaluate
+from .data import Dataset
+from .families import get_teacher
+from .io import provenance, write_json
+from .models import ModelSpec, load_model, save_model_spec
+from .preprocess import make_split
+from .train import TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_size: int = 10_000
+    seed: int = 0
+    train_limit: int = 0  # > 0: use only the first N training images (smoke runs)
+    val_limit: int = 0
+
+
+def split_tensors(ds: Dataset, cfg: SplitConfig, device) -> dict[str, torch.Tensor]:
+    """The split as uint8/int64 tensors on the device, with limits applied."""
+    split = make_split(len(ds.x_train), cfg.val_size, cfg.seed)
+    tr, va = split.train, split.val
+    if cfg.train_limit:
+        tr = tr[: cfg.train_limit]
+    if cfg.val_limit:
+        va = va[: cfg.val_limit]
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return {
+        "x_train": t(ds.x_train[tr]), "y_train": t(ds.y_train[tr]),
+        "x_val": t(ds.x_train[va]), "y_val": t(ds.y_train[va]),
+        "x_test": t(ds.x_test), "y_test": t(ds.y_test),
+        "fingerprint": split.fingerprint(),
+    }
+
+
+def teacher_config(variant: str, **overrides) -> TrainConfig:
+    """The variant's training defaults, with any overrides."""
+    v = get_teacher(variant)
+    base = TrainConfig(schedule=v.schedule, lr=v.lr, momentum=v.momentum, weight_decay=v.weight_decay,
+                       batch_size=v.batch_size, label_smoothing=v.label_smoothing, loss="hard")
+    return replace(base, **{k: val for k, val in overrides.items() if val is not None})
+
+
+def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: TrainConfig,
+                  device: torch.device, split: SplitConfig = SplitConfig(),
+                  hsv: HSVConstants = TEACHER_HSV, resume: bool = True, progress: bool = True,
+                  options_override: dict | None = None) -> dict:
+    v = get_teacher(variant)
+    spec = str(parse_spec(spec or v.default_spec))
+    options = replace(v.options, **(options_override or {}))
+    mspec = ModelSpec("teacher", variant, spec, options, 3, ds.image_size, ds.num_classes)
+    data = split_tensors(ds, split, device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model_spec(out, mspec, {"data": ds.source, "split": asdict(split),
+                                 "split_fingerprint": data["fingerprint"], "hsv": asdict(hsv)})
+    model = mspec.build(device, cfg.seed)
+    batches = AugmentedBatches(data["x_train"], data["y_train"], hsv, cfg.batch_size, cfg.seed)
+    result = fit(model, batches, data["x_val"], data["y_val"], cfg, out, resume=resume,
+                 desc=f"teacher {spec}", progress=progress)
+    test_acc = evaluate(model, data["x_test"], data["y_test"], cfg.eval_batch_size)
+    summary = {"role": "teacher", "family": variant, "spec": spec, "params": mspec.params,
+               "val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
+               "epochs": result.epochs, "stopped": result.stopped, "wall_s": round(result.wall_s, 1),
+               "images_per_s": round(result.images_per_s, 1), "device": str(device),
+               "config": asdict(cfg), "provenance": provenance()}
+    write_json(out / "result.json", summary)
+    return summary
+
+
+def eval_model(ds: Dataset, directory: Path, device: torch.device, split: SplitConfig | None = None) -> dict:
+    """Validation and test accuracy of a saved model, on the split it was trained with."""
+    model, meta = load_model(directory, device)
+    split = split or SplitConfig(**meta.get("split", {}))
+    data = split_tensors(ds, replace(split, train_limit=0), device)
+    return {"spec": meta["spec"], "params": meta["params"],
+            "val_acc": evaluate(model, data["x_val"], data["y_val"]),
+            "test_acc": evaluate(model, data["x_test"], data["y_test"])}

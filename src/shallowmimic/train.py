@@ -1,0 +1,176 @@
+"""One training loop for every model of the study (teachers and students).
+
+SGD with Nesterov momentum; the paper's plateau schedule on validation error (or a short
+linear-decay schedule); validation every epoch; best-by-validation weights kept; a checkpoint
+after every epoch that resumes to exactly the weights of an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from .batches import evaluate, seed_for
+from .checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights, save_checkpoint, save_weights
+from .config import to_dict
+from .device import autocast, memory_format
+from .errors import UserError
+from .io import atomic_path, provenance
+from .losses import make_loss
+from .schedule import Plateau, linear_lr
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30  # the cap; the plateau schedule may stop earlier
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["plateau", "linear"] = "plateau"
+    warmup: float = 0.1  # linear schedule: fraction of steps spent warming up
+    loss: Literal["hard", "mimic", "kd"] = "hard"
+    label_smoothing: float = 0.0
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    seed: int = 0
+    eval_batch_size: int = 1000
+    max_loss: float = 1e4  # a loss above this (or NaN/inf) means the run diverged
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"train.lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"train.momentum must be in [0, 1), got {self.momentum}")
+
+
+class Diverged(UserError):
+    """The loss became NaN, infinite or absurdly large."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_val_acc: float
+    best_epoch: int
+    epochs: int
+    stopped: str
+    wall_s: float
+    images_per_s: float
+    history: list
+
+
+def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: torch.Tensor,
+        cfg: TrainConfig, out: Path, resume: bool = True, desc: str = "train",
+        progress: bool = True, extra_state: dict | None = None) -> TrainResult:
+    """Train `model` on `batches` (an object with `len()` and `epoch(e)` yielding (x, y, z)),
+    validating on uint8 `val_images` each epoch; checkpoint into `out`. With `resume`, an
+    existing checkpoint in `out` is continued (a finished one returns at once)."""
+    out = Path(out)
+    device = next(model.parameters()).device
+    model.to(memory_format=memory_format(device))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    loss_fn = make_loss(cfg.loss, cfg.label_smoothing, cfg.kd_temperature, cfg.kd_alpha)
+    plateau = Plateau()
+    state: dict = {"epoch": 0, "history": [], "best_val_acc": -1.0, "best_epoch": -1,
+                   "wall_s": 0.0, "images": 0, "finished": False, "stopped": ""}
+    if (out / CHECKPOINT).exists():
+        if not resume:
+            raise UserError(f"{out}: already holds a training run; pass --resume to continue it "
+                            "or choose another --out")
+        state = load_checkpoint(out, model, opt, device)
+        plateau = Plateau.from_state(state["plateau"])
+    out.mkdir(parents=True, exist_ok=True)
+    if state["finished"]:
+        return _finish(model, out, state, device)
+
+    steps = len(batches)
+    total_steps = cfg.epochs * steps
+    bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=desc, unit="ep", disable=not progress,
+               dynamic_ncols=True)
+    for epoch in range(state["epoch"], cfg.epochs):
+        torch.manual_seed(seed_for(cfg.seed, "dropout", epoch))
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        n_images = 0
+        inner = tqdm(batches.epoch(epoch), total=steps, leave=False, disable=not progress,
+                     desc=f"epoch {epoch + 1}", dynamic_ncols=True)
+        for i, (x, y, z) in enumerate(inner):
+            if cfg.schedule == "plateau":
+                lr = cfg.lr * plateau.scale
+            else:
+                lr = cfg.lr * linear_lr((epoch * steps + i) / total_steps, cfg.warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast(device):
+                out_logits = model(x)
+            loss = loss_fn(out_logits, y, z)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            n_images += len(x)
+            if i % 50 == 0 or i == steps - 1:
+                value = loss.item()
+                if not math.isfinite(value) or value > cfg.max_loss:
+                    raise Diverged(f"{desc}: training diverged at epoch {epoch + 1}, step {i + 1} "
+                                   f"(loss {value:g}); lower the learning rate")
+                inner.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
+        train_s = time.perf_counter() - t0
+        val_acc = evaluate(model, val_images, val_labels, cfg.eval_batch_size)
+        if cfg.schedule == "plateau":
+            plateau.step(1.0 - val_acc)
+        if val_acc > state["best_val_acc"]:
+            state["best_val_acc"], state["best_epoch"] = val_acc, epoch + 1
+            save_weights(out / BEST, model, {"epoch": epoch + 1, "val_acc": val_acc})
+        state["history"].append({
+            "epoch": epoch + 1, "train_loss": loss_sum.item() / steps, "val_acc": val_acc,
+            "lr": lr, "train_s": round(train_s, 3), "images_per_s": round(n_images / train_s, 1),
+        })
+        state["epoch"] = epoch + 1
+        state["wall_s"] += time.perf_counter() - t0
+        state["images"] += n_images
+        state["plateau"] = plateau.state()
+        state["stopped"] = plateau.stopped
+        state["finished"] = bool(plateau.stopped) or epoch + 1 == cfg.epochs
+        state.update(config=to_dict(cfg), rng=f"reseeded each epoch from seed {cfg.seed} and the epoch",
+                     provenance=provenance(), **(extra_state or {}))
+        save_checkpoint(out, model, opt, state)
+        _write_metrics(out, state["history"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}", val=f"{val_acc:.4f}",
+                        best=f"{state['best_val_acc']:.4f}")
+        if plateau.stopped:
+            break
+    bar.close()
+    return _finish(model, out, state, device)
+
+
+def _finish(model, out: Path, state: dict, device) -> TrainResult:
+    if (out / BEST).exists():
+        load_weights(out / BEST, model, device)
+    wall = state["wall_s"]
+    return TrainResult(
+        best_val_acc=state["best_val_acc"], best_epoch=state["best_epoch"], epochs=state["epoch"],
+        stopped=state["stopped"] or "epoch cap", wall_s=wall,
+        images_per_s=state["images"] / wall if wall else 0.0, history=state["history"],
+    )
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    import json
+
+    with atomic_path(out / METRICS) as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))

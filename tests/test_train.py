@@ -1,0 +1,149 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from shallowmimic.arch import BuildOptions, build, parse_spec
+from shallowmimic.augment import STUDENT_HSV
+from shallowmimic.batches import AugmentedBatches
+from shallowmimic.checkpoint import BEST, CHECKPOINT
+from shallowmimic.cli import main
+from shallowmimic.errors import UserError
+from shallowmimic.losses import DistillationLoss, HardLabelLoss, MimicLoss
+from shallowmimic.train import Diverged, TrainConfig, fit
+
+
+def tiny_data(n=96, size=8, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randint(0, 120, (n, size, size, 3), dtype=torch.uint8, generator=g)
+    x[..., 0] += (y * 60).to(torch.uint8).view(-1, 1, 1)  # learnable: the red channel tells the class
+    return x, y
+
+
+def new_model(bn=True, dropout=0.2):
+    torch.manual_seed(0)
+    return build(parse_spec("4c-mp-16fc"), 3, 8, 3, BuildOptions(batchnorm=bn, pool_dropout=(dropout,)))
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingBatches:
+    """Wraps batches and dies in the middle of epoch `at` (like a killed process)."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at = inner, at
+
+    def __len__(self):
+        return len(self.inner)
+
+    def epoch(self, e):
+        for i, b in enumerate(self.inner.epoch(e)):
+            if e == self.at and i == 2:
+                raise Crash
+            yield b
+
+
+@pytest.mark.parametrize("schedule", ["linear", "plateau"])
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path, schedule):
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=5, batch_size=16, lr=0.05, schedule=schedule, weight_decay=1e-4, seed=3)
+    batches = AugmentedBatches(x, y, STUDENT_HSV, 16, seed=3)
+
+    straight = new_model()
+    r1 = fit(straight, batches, x[:32], y[:32], cfg, tmp_path / "a", progress=False)
+
+    interrupted = new_model()
+    with pytest.raises(Crash):
+        fit(interrupted, CrashingBatches(batches, at=3), x[:32], y[:32], cfg, tmp_path / "b", progress=False)
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["epoch"] == 3
+    resumed = new_model()  # a fresh process: nothing but the files on disk
+    r2 = fit(resumed, batches, x[:32], y[:32], cfg, tmp_path / "b", progress=False)
+
+    strip = lambda hs: [{k: v for k, v in h.items() if k not in ("train_s", "images_per_s")} for h in hs]  # noqa
+    assert strip(r1.history) == strip(r2.history)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3, 4, 5]
+
+
+def test_finished_run_returns_without_training(tmp_path):
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, schedule="linear")
+    batches = AugmentedBatches(x, y, None, 16, seed=0)
+    fit(new_model(), batches, x, y, cfg, tmp_path, progress=False)
+    stamp = (tmp_path / CHECKPOINT).stat().st_mtime_ns
+    r = fit(new_model(), CrashingBatches(batches, at=0), x, y, cfg, tmp_path, progress=False)
+    assert r.epochs == 2 and (tmp_path / CHECKPOINT).stat().st_mtime_ns == stamp
+
+
+def test_existing_run_without_resume_is_refused(tmp_path):
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=1, batch_size=16, schedule="linear")
+    fit(new_model(), AugmentedBatches(x, y, None, 16, 0), x, y, cfg, tmp_path, progress=False)
+    with pytest.raises(UserError, match="pass --resume"):
+        fit(new_model(), AugmentedBatches(x, y, None, 16, 0), x, y, cfg, tmp_path, resume=False, progress=False)
+
+
+def test_learns_and_keeps_the_best_weights(tmp_path):
+    x, y = tiny_data(n=192)
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=0.05, schedule="linear")
+    model = new_model(dropout=0.0)
+    r = fit(model, AugmentedBatches(x, y, None, 16, 0), x[:64], y[:64], cfg, tmp_path, progress=False)
+    assert r.best_val_acc > 0.6
+    assert r.best_val_acc == max(h["val_acc"] for h in r.history)
+    assert (tmp_path / BEST).exists()
+
+
+def test_divergence_is_reported(tmp_path):
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e6, schedule="plateau", max_loss=1e3)
+    with pytest.raises(Diverged, match="diverged"):
+        fit(new_model(bn=False), AugmentedBatches(x, y, None, 16, 0), x, y, cfg, tmp_path, progress=False)
+
+
+def test_losses_match_their_formulas():
+    g = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    z = torch.tensor([[0.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    y = torch.tensor([1, 2])
+    assert torch.isclose(MimicLoss()(g, y, z), torch.tensor((1 + 0 + 1 + 1 + 1 + 4) / 2))
+    ce = -torch.log_softmax(g, 1)[[0, 1], y].mean()
+    assert torch.isclose(HardLabelLoss()(g, y), ce)
+    assert torch.isclose(DistillationLoss(alpha=0.0)(g, y, z), ce)
+    assert DistillationLoss(alpha=1.0)(z, y, z).abs() < 1e-6  # matching the teacher costs nothing
+    smooth = HardLabelLoss(label_smoothing=0.3)(g, y)
+    assert smooth > ce
+
+
+def test_train_config_validation():
+    with pytest.raises(UserError, match="train.lr must be positive"):
+        TrainConfig(lr=0)
+
+
+def test_teacher_cli_train_eval_and_resume(tmp_path):
+    import numpy as np
+
+    from .conftest import tiny_arrays
+
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=120, n_test=30, size=16, classes=3))
+    out = tmp_path / "t"
+    args = ["teacher", "train", "--data", tmp_path / "d.npz", "--arch", "8c-mp-8c-mp-16fc", "--epochs", "2",
+            "--batch-size", "16", "--out", out, "--no-progress", "--device", "cpu"]
+    args = [str(a) for a in args]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "validation size 10000 must be between 1 and 119" in r.output
+    r = CliRunner().invoke(main, args + ["--val-size", "40"])
+    assert r.exit_code == 0, r.output
+    assert "teacher 8c-mp-8c-mp-16fc" in r.output and "test" in r.output
+    r = CliRunner().invoke(main, args + ["--val-size", "40"])
+    assert r.exit_code == 1 and "pass --resume" in r.output
+    r = CliRunner().invoke(main, args + ["--val-size", "40", "--resume"])
+    assert r.exit_code == 0, r.output
+    model_json = json.loads((out / "model.json").read_text())
+    assert model_json["spec"] == "8c-mp-8c-mp-16fc" and model_json["options"]["batchnorm"] is True
+    r = CliRunner().invoke(main, ["teacher", "eval", "--data", str(tmp_path / "d.npz"), str(out)])
+    assert r.exit_code == 0 and "test" in r.output
