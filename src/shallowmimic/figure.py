@@ -1,0 +1,60 @@
+"""Figure 1 of the paper: test accuracy against parameters (log x), one line per family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import paper
+from .families import STUDENTS
+from .io import atomic_path
+from .results import TOP
+
+COLORS = {"mlp1": "#9e9ac8", "mlp2": "#807dba", "mlp3": "#6a51a3", "mlp4": "#54278f", "mlp5": "#3f007d",
+          "conv1": "#fd8d3c", "conv2": "#e6550d", "conv3": "#31a354", "conv4": "#3182bd"}
+
+
+def figure1(out: Path, mimic: dict, hard: dict, ensemble: dict | None, title: str = "") -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for fam in STUDENTS:
+        xs = list(paper.BUDGETS)
+        ax.plot(xs, paper.MIMIC[fam], color=COLORS[fam], alpha=0.22, lw=1, ls="--")
+        pts = sorted((b, v) for (f, b), v in mimic.items() if f == fam)
+        if pts:
+            ax.plot([v["params"] for _, v in pts], [100 * v["test_acc"] for _, v in pts], "o-",
+                    color=COLORS[fam], label=f"{fam} (mimic)", lw=2)
+    for (fam, _), v in sorted(hard.items()):
+        ax.plot([v["params"]], [100 * v["test_acc"]], "x", color=COLORS[fam], ms=9, mew=2)
+    if hard:
+        ax.plot([], [], "x", color="k", label="hard labels (same architecture)")
+    for fam, acc in paper.HARD_10M.items():
+        ax.plot([1e7], [acc], "x", color=COLORS[fam], alpha=0.3)
+    if ensemble:
+        ax.axhline(100 * ensemble["test_acc"], color="k", lw=1.5, label=f"ensemble of {ensemble['k']}")
+        ax.axhline(100 * ensemble["best_member"]["test_acc"], color="k", lw=1, ls=":", label="best teacher")
+    ax.axhline(paper.ENSEMBLE["test"], color="k", lw=1, alpha=0.22, ls="--")
+    ax.axhline(paper.BEST_TEACHER["test"], color="k", lw=1, alpha=0.22, ls=":")
+    ax.plot([paper.BA_CARUANA["params"]], [paper.BA_CARUANA["test"]], "*", color="gray", ms=12,
+            label="Ba & Caruana 2014 (paper)")
+    ax.plot([], [], ls="--", color="gray", alpha=0.4, label="paper's curves / lines (faint)")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of parameters")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.set_title(title or "Figure 1: shallow students mimicking a deep ensemble", fontsize=10)
+    fig.text(0.01, 0.005, f"Each point: mean test accuracy of the (up to) {TOP} best models of a setting "
+             "by validation accuracy. Faint: the paper's numbers.", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    paths = []
+    for ext in ("png", "svg"):
+        path = Path(out) / f"figure1.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,206 @@
+"""The study, end to end, as the paper's method section reads:
+
+1. Train teachers (deep CNNs) on the 40k training split with online augmentation.
+2. Pick the K best by validation accuracy; the ensemble averages their logits.
+3. Generate the transfer set: N epochs of augmented training images (student constants),
+   labelled with the ensemble's logits.
+4. Train students of every family at every budget to mimic those logits (L2), and the same
+   architectures on hard labels, on the same images in the same order.
+5. Report: tables beside the paper's, the qualitative findings, Figure 1.
+
+Each stage's outputs live in a directory keyed by a hash of everything they depend on, so a
+re-run skips finished work, resumes unfinished work, and recomputes only what a changed
+setting affects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+from .budget import format_budget, parse_budget
+from .config import config_hash
+from .data import load_dataset
+from .device import resolve_device
+from .download import resolve_data_path
+from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
+from .ensemble import Ensemble, build_ensemble, read_manifest
+from .io import provenance, write_json
+from .models import load_model
+from .report import build_report
+from .students import StudentSetting, train_student
+from .study import StudyConfig
+from .teachers import split_tensors, teacher_config, train_teacher
+from .train import Diverged, TrainConfig
+from .transfer import MANIFEST as TRANSFER_MANIFEST
+from .transfer import TransferConfig, generate
+
+RUN_JSON = "run.json"
+FAILED = "failed.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: str
+    name: str
+    dir: Path
+    params: dict  # what the job depends on (hashed into dir)
+
+    def done(self) -> bool:
+        """Finished, or failed in a way a re-run would only repeat (a diverged student)."""
+        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST}.get(self.stage, "result.json")
+        return (self.dir / marker).exists() or (self.dir / FAILED).exists()
+
+    def started(self) -> bool:
+        return self.dir.exists() and any(self.dir.iterdir())
+
+
+def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
+    """Every job of the study with its directory, derived from the config alone."""
+    t = cfg.teachers
+    teachers = []
+    for i in range(t.count):
+        p = {"data": data_id, "variant": t.variant, "spec": t.specs[i % len(t.specs)] if t.specs else "",
+             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i}
+        teachers.append(Job("teacher", f"teacher {i}", out / "teachers" / f"t{i:02d}-{config_hash(p)}", p))
+    ens_p = {"k": cfg.ensemble.k, "teachers": [j.dir.name for j in teachers]}
+    ensemble = Job("ensemble", f"ensemble of {cfg.ensemble.k}", out / "ensemble" / config_hash(ens_p), ens_p)
+    tr_p = {**asdict(cfg.transfer), "ensemble": ensemble.dir.name}
+    transfer = Job("transfer", f"transfer set ({cfg.transfer.epochs} epochs)",
+                   out / "transfer" / config_hash(tr_p), tr_p)
+    s = cfg.students
+    settings = [(f, b, loss) for loss in s.losses for b in s.budgets for f in s.families]
+    settings += [(f, b, "hard") for b in s.hard_budgets for f in s.families if (f, b, "hard") not in settings]
+    students = []
+    for fam, budget, loss in settings:
+        for r in range(s.repeats):
+            p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
+                 "train": asdict(student_train_config(cfg, loss, r)),
+                 "init_scale": s.init_scale, "input_scale": s.input_scale}
+            name = f"{fam}-{format_budget(parse_budget(budget))}-{loss}-r{r}"
+            students.append(Job("student", name, out / "students" / f"{name}-{config_hash(p)}", p))
+    return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
+
+
+def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfig:
+    s = cfg.students
+    return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
+                       schedule=s.schedule, loss=loss, seed=s.seed + repeat, weight_decay=0.0)
+
+
+def overview(jobs: dict[str, list[Job]]) -> str:
+    lines = []
+    for stage, js in jobs.items():
+        done = sum(j.done() for j in js)
+        partial = sum(j.started() and not j.done() for j in js)
+        lines.append(f"  {stage:<9} {done:>3}/{len(js)} done" + (f", {partial} to resume" if partial else ""))
+    return "\n".join(lines)
+
+
+def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True, echo=click.echo) -> dict:
+    t_start = time.perf_counter()
+    out = Path(out)
+    ds = load_dataset(resolve_data_path(data_path))
+    device = resolve_device(cfg.device)
+    data = split_tensors(ds, cfg.data, device)
+    data_id = {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(cfg.data),
+               "fingerprint": data["fingerprint"]}
+    jobs = plan(cfg, out, data_id)
+    previous = _read_run(out)
+    echo(f"study '{cfg.name}' in {out} on {device} ({ds.source})\n{overview(jobs)}")
+
+    # 1. teachers
+    for job in jobs["teachers"]:
+        if job.done():
+            continue
+        tcfg = teacher_config(cfg.teachers.variant, epochs=cfg.teachers.epochs, seed=job.params["seed"],
+                              batch_size=cfg.teachers.batch_size or None, lr=cfg.teachers.lr or None,
+                              schedule=cfg.teachers.schedule or None)
+        train_teacher(ds, job.dir, cfg.teachers.variant, job.params["spec"] or None, tcfg, device, cfg.data,
+                      progress=progress)
+    teacher_rows = [_result(j) for j in jobs["teachers"]]
+
+    # 2. ensemble
+    ens_job = jobs["ensemble"][0]
+    if not ens_job.done():
+        rows = [{**r, "dir": str(j.dir)} for r, j in zip(teacher_rows, jobs["teachers"], strict=True)]
+        build_ensemble(rows, cfg.ensemble.k, data, ens_job.dir, device)
+    manifest = read_manifest(ens_job.dir)
+    echo(f"ensemble of {manifest['k']}: val {100 * manifest['val_acc']:.2f}%, test {100 * manifest['test_acc']:.2f}% "
+         f"(best member: test {100 * manifest['best_member']['test_acc']:.2f}%)")
+
+    # 3. transfer set
+    tr_job = jobs["transfer"][0]
+    if not tr_job.done():
+        ensemble = Ensemble([load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]).eval()
+        tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize)
+        info = generate(ensemble, data["x_train"], tcfg, tr_job.dir,
+                        {"ensemble": str(ens_job.dir), "split_fingerprint": data["fingerprint"]}, progress=progress)
+        echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
+             f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
+        del ensemble
+
+    # 4. students
+    for i, job in enumerate(jobs["students"]):
+        if job.done():
+            continue
+        echo(f"student {i + 1}/{len(jobs['students'])}: {job.name}")
+        p = job.params
+        setting = StudentSetting(p["family"], p["budget"], p["loss"], init_scale=p["init_scale"],
+                                 input_scale=p["input_scale"])
+        try:
+            train_student(ds, tr_job.dir, setting, TrainConfig(**p["train"]), job.dir, device, cfg.data,
+                          progress=progress, data=data)
+        except Diverged as e:  # one bad student must not sink the study; the report lists it
+            write_json(job.dir / FAILED, {"job": job.name, "reason": str(e)})
+            echo(f"  failed: {e}")
+
+    # 5. report
+    wall = (previous.get("wall_s", 0.0) if previous.get("config") == asdict(cfg) else 0.0) + \
+        time.perf_counter() - t_start
+    run = {"preset": cfg.name, "config": asdict(cfg), "data": ds.source, "device": str(device),
+           "teachers": [str(j.dir) for j in jobs["teachers"]], "students": [str(j.dir) for j in jobs["students"]],
+           "ensemble": manifest, "transfer": str(tr_job.dir), "wall_s": wall, "notes": _notes(cfg, jobs),
+           "provenance": provenance()}
+    write_json(out / RUN_JSON, run)
+    report = build_report(out / "report", run)
+    echo(f"report: {out / 'report' / 'report.md'}  (wall time {wall / 60:.1f} min)")
+    for f in report["findings"]:
+        echo("  " + f.line())
+    return report
+
+
+def report_only(out: Path) -> dict:
+    run = _read_run(out)
+    if not run:
+        from .errors import UserError
+
+        raise UserError(f"{out}: not a study directory (no {RUN_JSON}); run `shallowmimic run` first")
+    return build_report(Path(out) / "report", run)
+
+
+def _notes(cfg: StudyConfig, jobs: dict[str, list[Job]]) -> list[str]:
+    notes = ["No hyperparameter search in this run: every teacher and student uses fixed settings "
+             "(the search is a separate stage, not yet part of `run`)."]
+    if cfg.data.train_limit or cfg.data.val_limit:
+        notes.append(f"Reduced data: {cfg.data.train_limit or 'all'} training and {cfg.data.val_limit or 'all'} "
+                     "validation images; the test set is complete.")
+    for job in jobs["students"]:
+        if (job.dir / FAILED).exists():
+            notes.append(f"Failed: {json.loads((job.dir / FAILED).read_text())['reason']}")
+    return notes
+
+
+def _result(job: Job) -> dict:
+    return json.loads((job.dir / "result.json").read_text())
+
+
+def _read_run(out: Path) -> dict:
+    path = Path(out) / RUN_JSON
+    return json.loads(path.read_text()) if path.exists() else {}
+
+

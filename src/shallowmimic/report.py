@@ -1,0 +1,144 @@
+"""The study's report: results.csv/json, report.md/html with the paper's tables side by side,
+the qualitative findings, and Figure 1."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from . import paper
+from .budget import format_budget
+from .families import STUDENTS
+from .figure import figure1
+from .findings import check_findings
+from .io import atomic_path, provenance
+from .results import TOP, collect, setting_means, write_rows
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _paper_col(budget: int) -> int | None:
+    return paper.BUDGETS.index(budget) if budget in paper.BUDGETS else None
+
+
+def build_report(out: Path, run: dict) -> dict:
+    """`run`: the run record (config, teacher/student dirs, ensemble manifest, notes)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = collect([Path(d) for d in run["teachers"] + run["students"]])
+    ensemble = run.get("ensemble")
+    mimic, hard = setting_means(rows, "mimic"), setting_means(rows, "hard")
+    findings = check_findings(mimic, hard, ensemble)
+    write_rows(out, rows, {"ensemble": ensemble, "findings": [f.__dict__ for f in findings],
+                           "provenance": provenance()})
+    figure1(out, mimic, hard, ensemble, title=f"Figure 1 ({run.get('preset', 'study')} preset)")
+
+    md = [f"# shallowmimic report: {run.get('preset', 'study')}", ""]
+    md += [f"Data: `{run.get('data', '?')}`; device {run.get('device', '?')}; "
+           f"total wall time {run.get('wall_s', 0) / 60:.1f} min. Accuracies in %; the paper's in parentheses.", ""]
+    for note in run.get("notes", []):
+        md += [f"> {note}", ""]
+    md += ["## Findings (PROTOCOL section 8)", ""] + [f"- **{f.status}** {f.number}. {f.claim}: {f.evidence}"
+                                                      for f in findings] + [""]
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    md += ["## Teachers and ensemble", ""]
+    t_rows = [[r["spec"], f"{r['params']:,}", _pct(r["val_acc"]), _pct(r["test_acc"]), str(r["epochs"])]
+              for r in sorted(teachers, key=lambda r: -r["val_acc"])]
+    if ensemble:
+        t_rows.append([f"**ensemble of {ensemble['k']}** (of {ensemble['candidates']})", f"{ensemble['params']:,}",
+                       _pct(ensemble["val_acc"]), _pct(ensemble["test_acc"]), ""])
+    best = paper.BEST_TEACHER
+    t_rows.append([f"paper: best teacher {best['spec']}", "5.3M", "", f"({best['test']})", ""])
+    t_rows.append(["paper: ensemble of 16", "83.4M", f"({paper.ENSEMBLE['val']})", f"({paper.ENSEMBLE['test']})", ""])
+    md += _table(["teacher", "params", "val", "test", "epochs"], t_rows) + [""]
+
+    budgets = sorted({b for _, b in mimic} | {b for _, b in hard})
+    md += ["## Students mimicking the ensemble (Table 2 layout, test accuracy)", "",
+           f"Each cell: mean of the {TOP} best models of the setting by validation (n = models averaged)."
+           " Paper values are at the paper's budgets.", ""]
+    s_rows = []
+    for fam in STUDENTS:
+        if not any(f == fam for f, _ in mimic):
+            continue
+        cells = [fam]
+        for b in budgets:
+            v = mimic.get((fam, b))
+            col = _paper_col(b)
+            ref = f" ({paper.MIMIC[fam][col]})" if col is not None else ""
+            cells.append(f"{_pct(v['test_acc'])} (n={v['n']}){ref}" if v else "")
+        cells.append(" / ".join(str(x) for x in paper.MIMIC[fam]))
+        s_rows.append(cells)
+    md += _table(["student"] + [format_budget(b) for b in budgets] + ["paper 1M / 3.16M / 10M / 31.6M"], s_rows) + [""]
+
+    md += ["## Hard labels vs mimic (Table 1 layout, test accuracy)", ""]
+    h_rows = []
+    for (fam, b), h in sorted(hard.items()):
+        m = mimic.get((fam, b))
+        gap = f"{100 * (m['test_acc'] - h['test_acc']):+.2f}" if m else ""
+        p_h = paper.HARD_10M.get(fam)
+        p_m = paper.MIMIC[fam][2]
+        ref = f"{p_h} / {p_m} / {p_m - p_h:+.2f}" if p_h else ""
+        h_rows.append([fam, format_budget(b), _pct(h["test_acc"]), _pct(m["test_acc"]) if m else "", gap, ref])
+    md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
+                 h_rows) + [""]
+    md += ["## Figure 1", "", "![Figure 1](figure1.png)", "",
+           f"Test accuracy against parameters (log scale); each point is the mean of the {TOP} best models "
+           "of its setting by validation. Crosses: hard-label models. Horizontal lines: this run's ensemble "
+           "and best teacher. Faint: the paper's curves, lines and hard-label points; star: Ba & Caruana.", "",
+           "## All models", "", "See `results.csv` / `results.json` (one row per trained model).", ""]
+    text = "\n".join(md)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(text)
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(_html(text, run.get("preset", "study")))
+    return {"rows": rows, "findings": findings, "mimic": mimic, "hard": hard, "ensemble": ensemble}
+
+
+def _html(markdown: str, title: str) -> str:
+    """A small self-contained rendering of the report's markdown (tables, headings, lists)."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            cells = [[c.strip() for c in r.strip("|").split("|")] for r in table if not r.startswith("|---")]
+            body.append("<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{_inline(c)}</{'th' if i == 0 else 'td'}>"
+                                 for c in row) + "</tr>" for i, row in enumerate(cells)) + "</table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.startswith("> "):
+            body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
+        elif line.startswith("!["):
+            body.append('<img src="figure1.svg" alt="Figure 1" style="max-width:100%">')
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#eee}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

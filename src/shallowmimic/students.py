@@ -1,0 +1,67 @@
+"""Training one student on the transfer set: a family at a budget, with the mimic (L2 on the
+ensemble's logits), hard-label or distillation loss. No dropout, no weight decay."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .arch import BuildOptions
+from .batches import evaluate
+from .budget import format_budget
+from .data import Dataset
+from .errors import UserError
+from .families import default_free, get_student, solve_student
+from .io import provenance, write_json
+from .models import ModelSpec, save_model_spec
+from .teachers import SplitConfig, split_tensors
+from .train import TrainConfig, fit
+from .transfer import TransferBatches
+
+
+@dataclass(frozen=True)
+class StudentSetting:
+    family: str
+    budget: int
+    loss: str = "mimic"
+    free: tuple = ()  # empty: the middle of the paper's ranges
+    init_scale: float = 1.0
+    input_scale: float = 1.0
+
+    def solved(self, size: int, classes: int):
+        fam = get_student(self.family)
+        return solve_student(fam, self.budget, self.free or default_free(fam, self.budget), 3, size, classes)
+
+
+def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg: TrainConfig, out: Path,
+                  device: torch.device, split: SplitConfig = SplitConfig(), progress: bool = True,
+                  data: dict | None = None) -> dict:
+    if setting.loss != cfg.loss:
+        cfg = replace(cfg, loss=setting.loss)
+    if cfg.weight_decay:
+        raise UserError("students are trained without weight decay (the paper found it hurts)")
+    solved = setting.solved(ds.image_size, ds.num_classes)
+    mspec = ModelSpec("student", setting.family, solved.spec,
+                      BuildOptions(init_scale=setting.init_scale, input_scale=setting.input_scale),
+                      3, ds.image_size, ds.num_classes)
+    data = data or split_tensors(ds, split, device)
+    batches = TransferBatches(transfer_dir, data["x_train"], data["y_train"], cfg.batch_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model_spec(out, mspec, {"budget": setting.budget, "setting": asdict(setting),
+                                 "transfer": str(transfer_dir), "split": asdict(split)})
+    model = mspec.build(device, cfg.seed)
+    result = fit(model, batches, data["x_val"], data["y_val"], cfg, out,
+                 desc=f"{setting.family}@{format_budget(setting.budget)} {setting.loss}", progress=progress)
+    summary = {
+        "role": "student", "family": setting.family, "conv_layers": get_student(setting.family).conv_layers,
+        "budget": setting.budget, "params": mspec.params, "spec": solved.spec, "loss": setting.loss,
+        "val_acc": result.best_val_acc, "test_acc": evaluate(model, data["x_test"], data["y_test"]),
+        "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped": result.stopped,
+        "wall_s": round(result.wall_s, 1), "device": str(device), "seed": cfg.seed,
+        "setting": asdict(setting), "config": asdict(cfg), "provenance": provenance(),
+    }
+    write_json(out / "result.json", summary)
+    return summary

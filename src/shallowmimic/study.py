@@ -1,0 +1,100 @@
+"""The study's configuration: typed, frozen, loaded from TOML presets plus overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .budget import parse_budget
+from .config import apply_overrides, from_dict, load_toml
+from .errors import UserError
+from .families import get_student, get_teacher
+from .losses import LOSSES
+from .teachers import SplitConfig
+
+
+@dataclass(frozen=True)
+class TeachersConfig:
+    variant: str = "fast"
+    count: int = 3
+    specs: tuple[str, ...] = ()  # cycled over the teachers; empty: the variant's default
+    epochs: int = 10
+    batch_size: int = 0  # 0: the variant's default (likewise lr, schedule)
+    lr: float = 0.0
+    schedule: str = ""
+    seed: int = 0  # teacher i uses seed + i
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    k: int = 3
+
+
+@dataclass(frozen=True)
+class TransferStageConfig:
+    epochs: int = 160
+    seed: int = 0
+    materialize: bool = False
+
+
+@dataclass(frozen=True)
+class StudentsConfig:
+    families: tuple[str, ...] = ("mlp1", "conv1", "conv2", "conv3", "conv4")
+    budgets: tuple[str, ...] = ("1M",)
+    losses: tuple[str, ...] = ("mimic",)
+    hard_budgets: tuple[str, ...] = ()  # hard-label twins of every family at these budgets
+    repeats: int = 1  # models per setting (seeds); the report averages the best 5
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    schedule: str = "plateau"
+    init_scale: float = 1.0
+    input_scale: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "study"
+    device: str = "auto"
+    data: SplitConfig = field(default_factory=SplitConfig)
+    teachers: TeachersConfig = field(default_factory=TeachersConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    transfer: TransferStageConfig = field(default_factory=TransferStageConfig)
+    students: StudentsConfig = field(default_factory=StudentsConfig)
+
+    def validate(self) -> StudyConfig:
+        get_teacher(self.teachers.variant)
+        for f in self.students.families:
+            get_student(f)
+        for b in self.students.budgets + self.students.hard_budgets:
+            parse_budget(b)
+        for loss in self.students.losses:
+            if loss not in LOSSES:
+                raise UserError(f"students.losses: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
+        if not 1 <= self.ensemble.k <= self.teachers.count:
+            raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and teachers.count = "
+                            f"{self.teachers.count}")
+        if self.transfer.epochs < 1 or self.students.repeats < 1:
+            raise UserError("transfer.epochs and students.repeats must be at least 1")
+        return self
+
+
+PRESETS = ("smoke", "quick", "paper")
+
+
+def preset_path(name: str) -> Path:
+    if name in PRESETS:
+        return Path(str(resources.files("shallowmimic") / "presets" / f"{name}.toml"))
+    path = Path(name)
+    if path.suffix == ".toml":
+        return path
+    raise UserError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}, or a path to a .toml file)")
+
+
+def load_study(preset: str, overrides: list[str] = ()) -> StudyConfig:
+    path = preset_path(preset)
+    data = apply_overrides(load_toml(path), list(overrides))
+    return from_dict(StudyConfig, data, where=path.name).validate()

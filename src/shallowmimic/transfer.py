@@ -1,0 +1,144 @@
+"""The transfer set (PROTOCOL section 5): N epochs of augmented training images, labelled with
+the ensemble's averaged logits, generated once so every student sees the same data in the
+same order.
+
+Stored compactly: not the images but, per epoch, one shard `epoch_NNNN.safetensors` with
+- `order`  int32 (n,): which training image (index into the split's training part) comes next;
+- `hsv`    float16 (n, 5) and `geom` int16 (n, 4): the augmentation record (see `augment`);
+- `logits` float16 (n, classes): the ensemble's averaged logits on the rendered image.
+Replaying renders exactly the stored images (`augment.apply` on the record). Shards are written
+atomically and skipped when present, so a killed generation continues where it stopped.
+`manifest.json`, written last, holds counts, per-shard SHA-256 and the ensemble it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .augment import STUDENT_HSV, AugParams, HSVConstants, apply, sample_params
+from .batches import seed_for
+from .device import autocast, memory_format
+from .errors import UserError
+from .io import atomic_path, file_digest, provenance, write_json
+from .preprocess import standardize, to_float
+
+MANIFEST = "manifest.json"
+
+
+def shard_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.safetensors"
+
+
+def render(images: torch.Tensor, record: AugParams) -> torch.Tensor:
+    """uint8 NHWC images + augmentation record -> standardized float NCHW, on images' device."""
+    x = standardize(apply(to_float(images), record))
+    return x.contiguous(memory_format=memory_format(images.device))
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    epochs: int = 160
+    seed: int = 0
+    batch_size: int = 1000  # inference batch
+    materialize: bool = False
+
+
+def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: TransferConfig, out: Path,
+             source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
+             stop_after: int | None = None) -> dict:
+    """Write the transfer set into `out`; resumes over existing shards. `source` describes the
+    ensemble and split (recorded in the manifest). `stop_after` (tests) simulates a kill."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = train_images.device
+    n, size = len(train_images), train_images.shape[1]
+    bar = tqdm(range(cfg.epochs), desc="transfer set", unit="ep", disable=not progress, dynamic_ncols=True)
+    for e in bar:
+        path = out / shard_name(e)
+        if path.exists() and (not cfg.materialize or (out / f"images_{e:04d}.safetensors").exists()):
+            continue
+        if stop_after is not None and e >= stop_after:
+            raise KeyboardInterrupt(f"stopped before epoch {e}")
+        g = torch.Generator().manual_seed(seed_for(cfg.seed, "transfer", e))
+        order = torch.randperm(n, generator=g)
+        record = sample_params(n, size, hsv, g)
+        logits, rendered = [], []
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size].to(device)
+            x = render(train_images[idx], record[i : i + cfg.batch_size])
+            with autocast(device):
+                logits.append(ensemble(x).float().cpu())
+            if cfg.materialize:
+                rendered.append(_to_uint8(apply(to_float(train_images[idx]), record[i : i + cfg.batch_size])))
+        tensors = {"order": order.to(torch.int32), "hsv": record.hsv, "geom": record.geom,
+                   "logits": torch.cat(logits).to(torch.float16)}
+        if cfg.materialize:
+            with atomic_path(out / f"images_{e:04d}.safetensors") as tmp:
+                save_file({"images": torch.cat(rendered)}, str(tmp))
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"epoch": str(e)})
+    bar.close()
+    shards = [shard_name(e) for e in range(cfg.epochs)]
+    classes = load_file(str(out / shards[0]))["logits"].shape[1]
+    stored = sum((out / s).stat().st_size for s in shards)
+    manifest = {
+        "epochs": cfg.epochs, "images_per_epoch": n, "image_size": size, "classes": classes,
+        "seed": cfg.seed, "hsv": asdict(hsv),
+        "shards": {s: file_digest(out / s) for s in shards},
+        "bytes": stored, "materialized_bytes": cfg.epochs * n * size * size * 3,
+        "materialized": cfg.materialize, **source, "provenance": provenance(),
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise UserError(f"{directory}: not a finished transfer set (no {MANIFEST})") from None
+
+
+class TransferBatches:
+    """Minibatches replayed from a transfer set: (rendered image, true label, ensemble logits).
+
+    Student epoch e uses stored epoch e mod N, in its stored order, so every student sees
+    identical data in identical order. Shards are loaded lazily, one at a time."""
+
+    def __init__(self, directory: Path, train_images: torch.Tensor, train_labels: torch.Tensor,
+                 batch_size: int):
+        self.dir = Path(directory)
+        self.manifest = read_manifest(self.dir)
+        if self.manifest["images_per_epoch"] != len(train_images):
+            raise UserError(f"{directory}: transfer set has {self.manifest['images_per_epoch']} images per "
+                            f"epoch but the training split has {len(train_images)}; regenerate it")
+        self.images, self.labels, self.batch_size = train_images, train_labels, batch_size
+
+    def __len__(self) -> int:
+        return max(1, len(self.images) // self.batch_size)
+
+    def shard(self, e: int) -> dict[str, torch.Tensor]:
+        return load_file(str(self.dir / shard_name(e % self.manifest["epochs"])))
+
+    def epoch(self, e: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        s = self.shard(e)
+        device = self.images.device
+        order, record = s["order"].long(), AugParams(s["hsv"], s["geom"])
+        logits = s["logits"].to(device)
+        bs = min(self.batch_size, len(order))
+        for i in range(len(self)):
+            sl = slice(i * bs, (i + 1) * bs)
+            idx = order[sl].to(device)
+            yield render(self.images[idx], record[sl]), self.labels[idx], logits[sl].float()

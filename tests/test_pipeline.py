@@ -1,0 +1,78 @@
+"""End to end: `shallowmimic run --preset smoke` on a slice of the real CIFAR-10 (never skipped in CI)."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from shallowmimic.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*.safetensors")}
+
+
+@pytest.fixture(scope="module")
+def smoke(real_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    r = run("run", "--preset", "smoke", "--out", out, "--data", real_data, "--device", "cpu", "--no-progress")
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_smoke_study_writes_the_report(smoke):
+    out, output = smoke
+    rep = out / "report"
+    for name in ("results.csv", "results.json", "report.md", "report.html", "figure1.png", "figure1.svg"):
+        assert (rep / name).stat().st_size > 0, name
+    assert (rep / "figure1.png").read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader(open(rep / "results.csv")))
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    students = [r for r in rows if r["role"] == "student"]
+    assert len(teachers) == 2
+    assert sorted((r["family"], r["loss"]) for r in students) == sorted(
+        (f, loss) for f in ("mlp1", "conv1", "conv2") for loss in ("mimic", "hard"))
+    for r in students:
+        assert abs(int(r["params"]) - int(r["budget"])) <= 0.005 * int(r["budget"]), r
+        assert 0.0 <= float(r["test_acc"]) <= 1.0 and r["device"] == "cpu"
+    md = (rep / "report.md").read_text()
+    for heading in ("## Findings", "## Teachers and ensemble", "Table 2 layout", "Table 1 layout", "(92.78)"):
+        assert heading in md
+    assert sum(line.startswith(("  PASS", "  FAIL", "  N/A")) for line in output.splitlines()) == 4
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["config"]["name"] == "smoke" and run_json["provenance"]["torch"]
+
+
+def test_rerun_does_no_training(smoke, real_data):
+    out, _ = smoke
+    before = mtimes(out)
+    r = run("run", "--preset", "smoke", "--out", out, "--data", real_data, "--device", "cpu", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "teachers    2/2 done" in r.output and "students    6/6 done" in r.output
+    assert "student 1/6" not in r.output
+    assert mtimes(out) == before
+
+
+def test_changed_setting_recomputes_only_what_depends_on_it(smoke, real_data):
+    out, _ = smoke
+    before = mtimes(out)
+    r = run("run", "--preset", "smoke", "--out", out, "--data", real_data, "--device", "cpu", "--no-progress",
+            "--set", "students.epochs=1", "--set", 'students.families=["conv1"]', "--set", "students.hard_budgets=[]")
+    assert r.exit_code == 0, r.output
+    after = mtimes(out)
+    assert all(after[p] == t for p, t in before.items())  # teachers, ensemble, transfer set untouched
+    new = [p for p in after if p not in before]
+    assert new and all("students" in str(p) and "conv1" in str(p) for p in new)
+
+
+def test_unknown_override_is_a_one_line_error(real_data, tmp_path):
+    r = run("run", "--preset", "smoke", "--out", tmp_path, "--data", real_data, "--set", "students.epoch=3")
+    assert r.exit_code == 1
+    assert "unknown key(s) epoch" in r.output and "known: families" in r.output
+    r = run("run", "--preset", "nope", "--out", tmp_path)
+    assert r.exit_code == 1 and "unknown preset 'nope'" in r.output

@@ -1,0 +1,110 @@
+
+import pytest
+import torch
+
+from shallowmimic.arch import build, parse_spec
+from shallowmimic.ensemble import Ensemble, select_best
+from shallowmimic.errors import UserError
+from shallowmimic.transfer import TransferBatches, TransferConfig, generate, render
+
+
+class Recorder(torch.nn.Module):
+    """An ensemble that remembers every input it labelled."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return self.inner(x)
+
+
+def tiny_ensemble(classes=4):
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build(parse_spec("4c-mp-8fc"), 3, 8, classes).eval())
+    return Ensemble(members).eval()
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (50, 8, 8, 3), dtype=torch.uint8, generator=g), torch.arange(50) % 4
+
+
+def test_replay_is_bit_identical_and_logits_match(tmp_path, images):
+    x, y = images
+    ens = Recorder(tiny_ensemble())
+    cfg = TransferConfig(epochs=3, seed=7, batch_size=20)
+    m = generate(ens, x, cfg, tmp_path, {"ensemble": "test"}, progress=False)
+    assert m["epochs"] == 3 and m["images_per_epoch"] == 50 and m["classes"] == 4
+    assert m["bytes"] < m["materialized_bytes"] * 3  # tiny images: headers dominate; still compact
+    generated = torch.cat(ens.seen).split(50)  # per epoch, in stored order
+    batches = TransferBatches(tmp_path, x, y, batch_size=10)
+    for e in range(3):
+        xs, ys, zs = zip(*batches.epoch(e), strict=True)
+        replayed = torch.cat(xs)
+        assert torch.equal(replayed, generated[e])  # the very images the ensemble labelled
+        with torch.no_grad():
+            fresh = ens.inner(replayed)
+        assert torch.allclose(torch.cat(zs), fresh, atol=2e-3, rtol=1e-3)  # float16 storage
+        order = batches.shard(e)["order"].long()
+        assert torch.equal(torch.cat(ys), y[order])
+    # student epochs beyond the stored ones cycle through them
+    assert torch.equal(torch.cat([b[0] for b in batches.epoch(3)]), generated[0])
+
+
+def test_killed_generation_resumes_to_the_same_checksums(tmp_path, images):
+    x, _ = images
+    cfg = TransferConfig(epochs=4, seed=3, batch_size=16)
+    full = generate(tiny_ensemble(), x, cfg, tmp_path / "a", {"ensemble": "e"}, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tiny_ensemble(), x, cfg, tmp_path / "b", {"ensemble": "e"}, progress=False, stop_after=2)
+    assert sorted(p.name for p in (tmp_path / "b").glob("epoch_*")) == ["epoch_0000.safetensors",
+                                                                       "epoch_0001.safetensors"]
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    resumed = generate(tiny_ensemble(), x, cfg, tmp_path / "b", {"ensemble": "e"}, progress=False)
+    assert resumed["shards"] == full["shards"]
+
+
+def test_materialize_writes_the_rendered_images(tmp_path, images):
+    from safetensors.torch import load_file
+
+    x, _ = images
+    m = generate(tiny_ensemble(), x, TransferConfig(epochs=1, materialize=True), tmp_path, {}, progress=False)
+    imgs = load_file(str(tmp_path / "images_0000.safetensors"))["images"]
+    assert imgs.shape == (50, 8, 8, 3) and imgs.dtype == torch.uint8 and m["materialized"]
+
+
+def test_mismatched_split_is_refused(tmp_path, images):
+    x, y = images
+    generate(tiny_ensemble(), x, TransferConfig(epochs=1), tmp_path, {}, progress=False)
+    with pytest.raises(UserError, match="regenerate"):
+        TransferBatches(tmp_path, x[:40], y[:40], 10)
+    with pytest.raises(UserError, match="not a finished transfer set"):
+        TransferBatches(tmp_path / "nope", x, y, 10)
+
+
+def test_render_is_batch_independent(images):
+    from shallowmimic.augment import STUDENT_HSV, sample_params
+
+    x, _ = images
+    rec = sample_params(50, 8, STUDENT_HSV, torch.Generator().manual_seed(0))
+    assert torch.equal(render(x, rec), torch.cat([render(x[:7], rec[:7]), render(x[7:], rec[7:])]))
+
+
+def test_ensemble_selection():
+    ts = [{"dir": f"t{i}", "val_acc": v} for i, v in enumerate([0.5, 0.9, 0.7, 0.9])]
+    assert [t["dir"] for t in select_best(ts, 3)] == ["t1", "t3", "t2"]
+    with pytest.raises(UserError, match="only 4 finished teachers"):
+        select_best(ts, 5)
+
+
+def test_ensemble_averages_logits():
+    ens = tiny_ensemble()
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        expected = (ens.members[0](x) + ens.members[1](x)) / 2
+    assert torch.allclose(ens(x), expected)
