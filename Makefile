@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quick: setup
-	$(BIN)/shallowmimic data info
+	$(BIN)/shallowmimic run --preset quick --out $(OUT)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -10,7 +10,7 @@ import torch
 
 from .batches import predict_logits
 from .errors import UserError
-from .io import provenance, write_json
+from .io import provenance, read_json, write_json
 from .models import load_model
 
 MANIFEST = "ensemble.json"
@@ -55,11 +55,7 @@ def load_ensemble(manifest_dir: Path, device) -> Ensemble:
 
 
 def read_manifest(directory: Path) -> dict:
-    path = Path(directory) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except OSError:
-        raise UserError(f"{directory}: not an ensemble directory (no {MANIFEST})") from None
+    return read_json(Path(directory) / MANIFEST, "not an ensemble directory")
 
 
 def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, batch_size: int = 1000) -> dict:

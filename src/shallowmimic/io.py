@@ -38,6 +38,20 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: str | Path, missing: str) -> Any:
+    """Parse a JSON file; a missing or broken one is a one-line `UserError` (`missing` says what
+    the directory should have been)."""
+    from .errors import UserError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path.parent}: {missing} (no {path.name})") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable JSON ({e})") from None
+
+
 def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:

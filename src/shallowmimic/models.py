@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from .arch import BuildOptions, build, count_params, parse_spec
 from .checkpoint import BEST, load_weights
 from .config import from_dict
 from .errors import UserError
-from .io import write_json
+from .io import read_json, write_json
 
 MODEL_JSON = "model.json"
 
@@ -44,13 +43,7 @@ def save_model_spec(directory: Path, spec: ModelSpec, extra: dict | None = None)
 
 
 def read_model_json(directory: Path) -> dict:
-    path = Path(directory) / MODEL_JSON
-    try:
-        return json.loads(path.read_text())
-    except OSError:
-        raise UserError(f"{directory}: not a model directory (no {MODEL_JSON})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: invalid JSON ({e})") from None
+    return read_json(Path(directory) / MODEL_JSON, "not a model directory")
 
 
 def load_model(directory: Path, device="cpu") -> tuple[torch.nn.Module, dict]:

@@ -29,7 +29,7 @@ from .device import resolve_device
 from .download import resolve_data_path
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
-from .io import provenance, write_json
+from .io import provenance, read_json, write_json
 from .models import load_model
 from .report import build_report
 from .students import StudentSetting, train_student
@@ -196,7 +196,7 @@ def _notes(cfg: StudyConfig, jobs: dict[str, list[Job]]) -> list[str]:
 
 
 def _result(job: Job) -> dict:
-    return json.loads((job.dir / "result.json").read_text())
+    return read_json(job.dir / "result.json", "unfinished job")
 
 
 def _read_run(out: Path) -> dict:

@@ -13,7 +13,6 @@ atomically and skipped when present, so a killed generation continues where it s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from .augment import STUDENT_HSV, AugParams, HSVConstants, apply, sample_params
 from .batches import seed_for
 from .device import autocast, memory_format
 from .errors import UserError
-from .io import atomic_path, file_digest, provenance, write_json
+from .io import atomic_path, file_digest, provenance, read_json, write_json
 from .preprocess import standardize, to_float
 
 MANIFEST = "manifest.json"
@@ -104,11 +103,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def read_manifest(directory: Path) -> dict:
-    path = Path(directory) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except OSError:
-        raise UserError(f"{directory}: not a finished transfer set (no {MANIFEST})") from None
+    return read_json(Path(directory) / MANIFEST, "not a finished transfer set")
 
 
 class TransferBatches:
