@@ -76,3 +76,35 @@ def test_unknown_override_is_a_one_line_error(real_data, tmp_path):
     assert "unknown key(s) epoch" in r.output and "known: families" in r.output
     r = run("run", "--preset", "nope", "--out", tmp_path)
     assert r.exit_code == 1 and "unknown preset 'nope'" in r.output
+
+
+def test_run_with_searches_on_tiny_data(tmp_path):
+    """`run` with a teacher study and per-setting student studies (GP sampler), on 8x8 images."""
+    import numpy as np
+
+    from .conftest import tiny_arrays
+
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=240, n_test=30, size=8, classes=3))
+    out = tmp_path / "study"
+    sets = ["data.val_size=40", "data.train_limit=0", "data.val_limit=0", "search.teacher_trials=3",
+            "search.student_trials=2", "search.startup=2", "search.heartbeat=5", "ensemble.k=2",
+            "teachers.epochs=1", "students.epochs=1", 'students.families=["conv1"]', 'students.budgets=["20k"]',
+            'students.hard_budgets=["20k"]']
+    args = ["run", "--preset", "smoke", "--out", out, "--data", tmp_path / "d.npz", "--device", "cpu",
+            "--no-progress"] + [x for s in sets for x in ("--set", s)]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    run_json = json.loads((out / "run.json").read_text())
+    studies = {s["study"].split("-")[0] + "-" + s.get("loss", "teacher"): s for s in run_json["searches"]}
+    assert set(studies) == {"teachers-teacher", "students-mimic", "students-hard"}
+    assert studies["teachers-teacher"]["completed"] == 3 and studies["teachers-teacher"]["sampler"] == "GPSampler"
+    assert len(run_json["teachers"]) == 3 and len(run_json["ensemble"]["members"]) == 2
+    rows = list(csv.DictReader(open(out / "report" / "results.csv")))
+    students = [r for r in rows if r["role"] == "student"]
+    assert len(students) == 4 and all(r["test_acc"] for r in students)  # the best 5 of each see the test set
+    md = (out / "report" / "report.md").read_text()
+    assert "## Hyperparameter search" in md and "GPSampler" in md
+    assert (out / "report" / "search.png").exists()
+    before = mtimes(out)
+    r = run(*args)  # finished studies are not searched again
+    assert r.exit_code == 0 and mtimes(out) == before

@@ -328,11 +328,12 @@ def student():
 @click.option("--loss", type=click.Choice(["mimic", "hard", "kd"]), default="mimic", show_default=True)
 @click.option("--init-scale", default=1.0, show_default=True)
 @click.option("--input-scale", default=1.0, show_default=True)
+@click.option("--grad-clip", default=5.0, show_default=True, help="Clip the gradient norm (0: off).")
 @click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @train_options
-def student_train(data_path, device, family, budget, widths, loss, init_scale, input_scale, transfer_dir, out,
-                  epochs, batch_size, lr, momentum, schedule, seed, val_size, train_limit, val_limit, resume,
+def student_train(data_path, device, family, budget, widths, loss, init_scale, input_scale, grad_clip, transfer_dir,
+                  out, epochs, batch_size, lr, momentum, schedule, seed, val_size, train_limit, val_limit, resume,
                   no_progress):
     """Train one student (budget solved for its family) on the transfer set."""
     from .device import resolve_device
@@ -345,7 +346,7 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
     setting = StudentSetting(family, solved.budget, loss, tuple(solved.free) if widths else (), init_scale,
                              input_scale)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, schedule=schedule)
-    cfg = TrainConfig(loss=loss, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    cfg = TrainConfig(loss=loss, seed=seed, grad_clip=grad_clip, **{k: v for k, v in given.items() if v is not None})
     if (out / "checkpoint.safetensors").exists() and not resume:
         raise UserError(f"{out}: already holds a training run; pass --resume or choose another --out")
     r = train_student(_load(data_path), transfer_dir, setting, cfg, out, resolve_device(device),
@@ -385,3 +386,86 @@ def report_cmd(directory):
     click.echo(f"wrote {directory}/report/ (report.md, report.html, results.csv, results.json, figure1.png/svg)")
     for f in r["findings"]:
         click.echo("  " + f.line())
+
+
+# --- hyperparameter search ------------------------------------------------------------------
+
+
+def search_options(f):
+    for opt in reversed([
+        click.option("--trials", type=int, default=6, show_default=True,
+                     help="Completed trials the study should reach (all workers together)."),
+        click.option("--storage", default=None,
+                     help="SQLAlchemy URL of the study store (default: sqlite in --out; PostgreSQL for many "
+                          "machines, e.g. postgresql://user@host/db)."),
+        click.option("--sampler", type=click.Choice(["gp", "tpe", "random"]), default="gp", show_default=True),
+        click.option("--startup", type=int, default=10, show_default=True, help="Random trials before the sampler."),
+        click.option("--heartbeat", type=int, default=30, show_default=True,
+                     help="Seconds between heartbeats; a worker silent for 2x this is declared dead."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--epochs", type=int, default=10, show_default=True, help="Epoch cap per trial."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@main.group(cls=_Group)
+def tune():
+    """Bayesian hyperparameter search (Optuna, GP sampler). Start any number of workers."""
+
+
+@tune.command("teacher")
+@data_option
+@device_option
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by workers).")
+@search_options
+@split_options
+def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, heartbeat, seed, epochs, val_size,
+                     train_limit, val_limit):
+    """Search the paper teacher's 18 hyperparameters; validation error is the objective."""
+    from .device import resolve_device
+    from .search import best_trials
+    from .teachers import SplitConfig
+    from .tuning import SearchConfig, tune_teachers
+
+    sc = SearchConfig(trials, sampler, startup, seed, storage or "", heartbeat)
+    study = tune_teachers(_load(data_path), out, sc, epochs, resolve_device(device),
+                          SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)
+    _print_study(study, best_trials(study, 5))
+
+
+@tune.command("student")
+@data_option
+@device_option
+@click.option("--family", required=True)
+@click.option("--budget", required=True)
+@click.option("--loss", type=click.Choice(["mimic", "hard", "kd"]), default="mimic", show_default=True)
+@click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by workers).")
+@search_options
+@split_options
+def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out, trials, storage, sampler, startup,
+                     heartbeat, seed, epochs, val_size, train_limit, val_limit):
+    """Search a student's learning rate, momentum, init/input scale and free widths."""
+    from .budget import parse_budget
+    from .device import resolve_device
+    from .search import best_trials
+    from .teachers import SplitConfig
+    from .train import TrainConfig
+    from .tuning import SearchConfig, tune_students
+
+    sc = SearchConfig(trials, sampler, startup, seed, storage or "", heartbeat)
+    study = tune_students(_load(data_path), out, sc, transfer_dir, family, parse_budget(budget), loss,
+                          TrainConfig(epochs=epochs, grad_clip=5.0), resolve_device(device),
+                          SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)
+    _print_study(study, best_trials(study, 5))
+
+
+def _print_study(study, best) -> None:
+    from .search import counts
+
+    c = counts(study)
+    click.echo(f"study {study.study_name} ({study.user_attrs.get('sampler_class')}): "
+               + ", ".join(f"{n} {s.name.lower()}" for s, n in c.items() if n))
+    for t in best:
+        click.echo(f"  trial {t.number:>3}  val error {t.value:.4f}  {t.user_attrs.get('spec', '')}")

@@ -58,3 +58,43 @@ def figure1(out: Path, mimic: dict, hard: dict, ensemble: dict | None, title: st
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def search_plot(out: Path, searches: list[dict]) -> Path:
+    """Validation error of every completed trial against its number, with the running best,
+    one panel per study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(searches)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, s in zip(axes.flat, searches, strict=False):
+        done = [t for t in s["trials"] if t["state"] == "COMPLETE"]
+        failed = [t["number"] for t in s["trials"] if t["state"] == "FAIL"]
+        xs = [t["number"] for t in done]
+        ys = [100 * t["value"] for t in done]
+        ax.plot(xs, ys, "o", ms=4, label="trial")
+        best, run = float("inf"), []
+        for y in ys:
+            best = min(best, y)
+            run.append(best)
+        ax.step(xs, run, where="post", color="k", lw=1, label="best so far")
+        for f in failed:
+            ax.axvline(f, color="r", alpha=0.3, lw=1)
+        ax.set_title(s["study"], fontsize=8)
+        ax.set_xlabel("trial")
+        ax.set_ylabel("validation error (%)")
+        ax.grid(alpha=0.2)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(out) / "search.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

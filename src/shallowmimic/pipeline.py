@@ -32,15 +32,18 @@ from .ensemble import Ensemble, build_ensemble, read_manifest
 from .io import provenance, read_json, write_json
 from .models import load_model
 from .report import build_report
-from .students import StudentSetting, train_student
+from .results import TOP
+from .students import StudentSetting, add_test_accuracy, train_student
 from .study import StudyConfig
 from .teachers import split_tensors, teacher_config, train_teacher
 from .train import Diverged, TrainConfig
 from .transfer import MANIFEST as TRANSFER_MANIFEST
 from .transfer import TransferConfig, generate
+from .tuning import SearchConfig, study_summary, tune_students, tune_teachers
 
 RUN_JSON = "run.json"
 FAILED = "failed.json"
+SEARCH_JSON = "search.json"  # a finished study's summary, in its trials directory
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class Job:
 
     def done(self) -> bool:
         """Finished, or failed in a way a re-run would only repeat (a diverged student)."""
-        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST}.get(self.stage, "result.json")
+        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST,
+                  "search": SEARCH_JSON}.get(self.stage, "result.json")
         return (self.dir / marker).exists() or (self.dir / FAILED).exists()
 
     def started(self) -> bool:
@@ -61,9 +65,14 @@ class Job:
 
 def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
     """Every job of the study with its directory, derived from the config alone."""
-    t = cfg.teachers
+    t, search = cfg.teachers, cfg.search
     teachers = []
-    for i in range(t.count):
+    if search.teacher_trials:
+        p = {"data": data_id, "epochs": t.epochs, "trials": search.teacher_trials, "sampler": search.sampler,
+             "startup": search.startup, "seed": search.seed}
+        name = f"teachers-{config_hash(p)}"
+        teachers.append(Job("search", f"teacher study ({search.teacher_trials} trials)", out / "trials" / name, p))
+    for i in range(0 if search.teacher_trials else t.count):
         p = {"data": data_id, "variant": t.variant, "spec": t.specs[i % len(t.specs)] if t.specs else "",
              "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i}
         teachers.append(Job("teacher", f"teacher {i}", out / "teachers" / f"t{i:02d}-{config_hash(p)}", p))
@@ -77,6 +86,13 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
     settings += [(f, b, "hard") for b in s.hard_budgets for f in s.families if (f, b, "hard") not in settings]
     students = []
     for fam, budget, loss in settings:
+        if search.student_trials:
+            p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
+                 "train": asdict(student_train_config(cfg, loss, 0)), "trials": search.student_trials,
+                 "sampler": search.sampler, "startup": search.startup, "seed": search.seed}
+            name = f"students-{fam}-{format_budget(parse_budget(budget))}-{loss}-{config_hash(p)}"
+            students.append(Job("search", f"{fam}@{budget} {loss} study", out / "trials" / name, p))
+            continue
         for r in range(s.repeats):
             p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
                  "train": asdict(student_train_config(cfg, loss, r)),
@@ -89,7 +105,8 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
 def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfig:
     s = cfg.students
     return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
-                       schedule=s.schedule, loss=loss, seed=s.seed + repeat, weight_decay=0.0)
+                       schedule=s.schedule, loss=loss, seed=s.seed + repeat, weight_decay=0.0,
+                       grad_clip=s.grad_clip)
 
 
 def overview(jobs: dict[str, list[Job]]) -> str:
@@ -114,21 +131,13 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     echo(f"study '{cfg.name}' in {out} on {device} ({ds.source})\n{overview(jobs)}")
 
     # 1. teachers
-    for job in jobs["teachers"]:
-        if job.done():
-            continue
-        tcfg = teacher_config(cfg.teachers.variant, epochs=cfg.teachers.epochs, seed=job.params["seed"],
-                              batch_size=cfg.teachers.batch_size or None, lr=cfg.teachers.lr or None,
-                              schedule=cfg.teachers.schedule or None)
-        train_teacher(ds, job.dir, cfg.teachers.variant, job.params["spec"] or None, tcfg, device, cfg.data,
-                      progress=progress)
-    teacher_rows = [_result(j) for j in jobs["teachers"]]
+    teacher_dirs = _teachers_stage(cfg, jobs["teachers"], ds, out, device, data, progress, echo)
+    teacher_rows = [{**read_json(d / "result.json", "unfinished teacher"), "dir": str(d)} for d in teacher_dirs]
 
     # 2. ensemble
     ens_job = jobs["ensemble"][0]
     if not ens_job.done():
-        rows = [{**r, "dir": str(j.dir)} for r, j in zip(teacher_rows, jobs["teachers"], strict=True)]
-        build_ensemble(rows, cfg.ensemble.k, data, ens_job.dir, device)
+        build_ensemble(teacher_rows, cfg.ensemble.k, data, ens_job.dir, device)
     manifest = read_manifest(ens_job.dir)
     echo(f"ensemble of {manifest['k']}: val {100 * manifest['val_acc']:.2f}%, test {100 * manifest['test_acc']:.2f}% "
          f"(best member: test {100 * manifest['best_member']['test_acc']:.2f}%)")
@@ -145,25 +154,15 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
         del ensemble
 
     # 4. students
-    for i, job in enumerate(jobs["students"]):
-        if job.done():
-            continue
-        echo(f"student {i + 1}/{len(jobs['students'])}: {job.name}")
-        p = job.params
-        setting = StudentSetting(p["family"], p["budget"], p["loss"], init_scale=p["init_scale"],
-                                 input_scale=p["input_scale"])
-        try:
-            train_student(ds, tr_job.dir, setting, TrainConfig(**p["train"]), job.dir, device, cfg.data,
-                          progress=progress, data=data)
-        except Diverged as e:  # one bad student must not sink the study; the report lists it
-            write_json(job.dir / FAILED, {"job": job.name, "reason": str(e)})
-            echo(f"  failed: {e}")
+    student_dirs = _students_stage(cfg, jobs["students"], ds, out, tr_job.dir, device, data, progress, echo)
 
     # 5. report
     wall = (previous.get("wall_s", 0.0) if previous.get("config") == asdict(cfg) else 0.0) + \
         time.perf_counter() - t_start
     run = {"preset": cfg.name, "config": asdict(cfg), "data": ds.source, "device": str(device),
-           "teachers": [str(j.dir) for j in jobs["teachers"]], "students": [str(j.dir) for j in jobs["students"]],
+           "teachers": [str(d) for d in teacher_dirs], "students": [str(d) for d in student_dirs],
+           "searches": [read_json(j.dir / SEARCH_JSON, "unfinished study") for js in jobs.values() for j in js
+                        if j.stage == "search"],
            "ensemble": manifest, "transfer": str(tr_job.dir), "wall_s": wall, "notes": _notes(cfg, jobs),
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
@@ -172,6 +171,70 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     for f in report["findings"]:
         echo("  " + f.line())
     return report
+
+
+def _search_config(cfg: StudyConfig, trials: int) -> SearchConfig:
+    s = cfg.search
+    return SearchConfig(trials, s.sampler, s.startup, s.seed, s.storage, s.heartbeat)
+
+
+def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress, echo) -> list[Path]:
+    """Train the fixed teachers, or run the teacher study; return the teachers' directories."""
+    if jobs and jobs[0].stage == "search":
+        job = jobs[0]
+        if not job.done():
+            echo(f"teacher search: {cfg.search.teacher_trials} trials ({cfg.search.sampler} sampler)")
+            study = tune_teachers(ds, out, _search_config(cfg, cfg.search.teacher_trials), cfg.teachers.epochs,
+                                  device, cfg.data, progress=progress, log=echo, name=job.dir.name, data=data)
+            write_json(job.dir / SEARCH_JSON, {**study_summary(study), "role": "teacher"})
+        summary = read_json(job.dir / SEARCH_JSON, "unfinished study")
+        return [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
+    for job in jobs:
+        if job.done():
+            continue
+        tcfg = teacher_config(cfg.teachers.variant, epochs=cfg.teachers.epochs, seed=job.params["seed"],
+                              batch_size=cfg.teachers.batch_size or None, lr=cfg.teachers.lr or None,
+                              schedule=cfg.teachers.schedule or None)
+        train_teacher(ds, job.dir, cfg.teachers.variant, job.params["spec"] or None, tcfg, device, cfg.data,
+                      progress=progress, data=data)
+    return [j.dir for j in jobs]
+
+
+def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, device, data, progress,
+                    echo) -> list[Path]:
+    """Train the fixed students, or run one study per setting; return the students' directories."""
+    dirs: list[Path] = []
+    for i, job in enumerate(jobs):
+        p = job.params
+        if job.stage == "search":
+            if not job.done():
+                echo(f"student study {i + 1}/{len(jobs)}: {job.name} ({p['trials']} trials)")
+                study = tune_students(ds, out, _search_config(cfg, p["trials"]), transfer_dir, p["family"],
+                                      p["budget"], p["loss"], TrainConfig(**p["train"]), device, cfg.data,
+                                      progress=progress, log=echo, name=job.dir.name, data=data)
+                summary = {**study_summary(study), "role": "student", "family": p["family"],
+                           "budget": p["budget"], "loss": p["loss"]}
+                # the report averages each setting's best 5 by validation: only those see the test set
+                for t in sorted((t for t in summary["trials"] if t["state"] == "COMPLETE"),
+                                key=lambda t: (t["value"], t["number"]))[:TOP]:
+                    add_test_accuracy(Path(t["dir"]), data)
+                write_json(job.dir / SEARCH_JSON, summary)
+            summary = read_json(job.dir / SEARCH_JSON, "unfinished study")
+            dirs += [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
+            continue
+        dirs.append(job.dir)
+        if job.done():
+            continue
+        echo(f"student {i + 1}/{len(jobs)}: {job.name}")
+        setting = StudentSetting(p["family"], p["budget"], p["loss"], init_scale=p["init_scale"],
+                                 input_scale=p["input_scale"])
+        try:
+            train_student(ds, transfer_dir, setting, TrainConfig(**p["train"]), job.dir, device, cfg.data,
+                          progress=progress, data=data)
+        except Diverged as e:  # one bad student must not sink the study; the report lists it
+            write_json(job.dir / FAILED, {"job": job.name, "reason": str(e)})
+            echo(f"  failed: {e}")
+    return dirs
 
 
 def report_only(out: Path) -> dict:
@@ -184,8 +247,12 @@ def report_only(out: Path) -> dict:
 
 
 def _notes(cfg: StudyConfig, jobs: dict[str, list[Job]]) -> list[str]:
-    notes = ["No hyperparameter search in this run: every teacher and student uses fixed settings "
-             "(the search is a separate stage, not yet part of `run`)."]
+    s = cfg.search
+    notes = []
+    if not s.teacher_trials:
+        notes.append("No teacher search in this run: teachers use fixed settings (search.teacher_trials = 0).")
+    if not s.student_trials:
+        notes.append("No student search in this run: students use fixed settings (search.student_trials = 0).")
     if cfg.data.train_limit or cfg.data.val_limit:
         notes.append(f"Reduced data: {cfg.data.train_limit or 'all'} training and {cfg.data.val_limit or 'all'} "
                      "validation images; the test set is complete.")

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import paper
 from .budget import format_budget
 from .families import STUDENTS
-from .figure import figure1
+from .figure import figure1, search_plot
 from .findings import check_findings
 from .io import atomic_path, provenance
 from .results import TOP, collect, setting_means, write_rows
@@ -88,6 +88,7 @@ def build_report(out: Path, run: dict) -> dict:
         h_rows.append([fam, format_budget(b), _pct(h["test_acc"]), _pct(m["test_acc"]) if m else "", gap, ref])
     md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
                  h_rows) + [""]
+    md += _search_section(out, run.get("searches") or [])
     md += ["## Figure 1", "", "![Figure 1](figure1.png)", "",
            f"Test accuracy against parameters (log scale); each point is the mean of the {TOP} best models "
            "of its setting by validation. Crosses: hard-label models. Horizontal lines: this run's ensemble "
@@ -99,6 +100,23 @@ def build_report(out: Path, run: dict) -> dict:
     with atomic_path(out / "report.html") as tmp:
         tmp.write_text(_html(text, run.get("preset", "study")))
     return {"rows": rows, "findings": findings, "mimic": mimic, "hard": hard, "ensemble": ensemble}
+
+
+def _search_section(out: Path, searches: list[dict]) -> list[str]:
+    md = ["## Hyperparameter search", ""]
+    if not searches:
+        return md + ["No search in this run: every model used fixed settings (see the notes above).", ""]
+    rows = []
+    for s in searches:
+        states = [t["state"] for t in s["trials"]]
+        best = s.get("best") or {}
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted((best.get("params") or {}).items()))
+        rows.append([s["study"], s.get("sampler") or "", str(states.count("COMPLETE")), str(states.count("FAIL")),
+                     f"{100 * best['value']:.2f}" if best else "", params])
+    md += _table(["study", "sampler", "completed", "failed", "best val error", "best parameters"], rows)
+    search_plot(out, searches)
+    return md + ["", "![validation error over trials](search.png)", ""]
 
 
 def _html(markdown: str, title: str) -> str:
@@ -126,7 +144,8 @@ def _html(markdown: str, title: str) -> str:
         elif line.startswith("> "):
             body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
         elif line.startswith("!["):
-            body.append('<img src="figure1.svg" alt="Figure 1" style="max-width:100%">')
+            src = "search.png" if "search.png" in line else "figure1.svg"
+            body.append(f'<img src="{src}" alt="{src}" style="max-width:100%">')
         elif line.strip():
             body.append(f"<p>{_inline(line)}</p>")
     flush()

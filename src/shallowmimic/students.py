@@ -14,8 +14,8 @@ from .budget import format_budget
 from .data import Dataset
 from .errors import UserError
 from .families import default_free, get_student, solve_student
-from .io import provenance, write_json
-from .models import ModelSpec, save_model_spec
+from .io import provenance, read_json, write_json
+from .models import ModelSpec, load_model, save_model_spec
 from .teachers import SplitConfig, split_tensors
 from .train import TrainConfig, fit
 from .transfer import TransferBatches
@@ -37,7 +37,7 @@ class StudentSetting:
 
 def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg: TrainConfig, out: Path,
                   device: torch.device, split: SplitConfig = SplitConfig(), progress: bool = True,
-                  data: dict | None = None) -> dict:
+                  data: dict | None = None, evaluate_test: bool = True) -> dict:
     if setting.loss != cfg.loss:
         cfg = replace(cfg, loss=setting.loss)
     if cfg.weight_decay:
@@ -55,13 +55,25 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
     model = mspec.build(device, cfg.seed)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out,
                  desc=f"{setting.family}@{format_budget(setting.budget)} {setting.loss}", progress=progress)
+    test_acc = evaluate(model, data["x_test"], data["y_test"]) if evaluate_test else None
     summary = {
         "role": "student", "family": setting.family, "conv_layers": get_student(setting.family).conv_layers,
         "budget": setting.budget, "params": mspec.params, "spec": solved.spec, "loss": setting.loss,
-        "val_acc": result.best_val_acc, "test_acc": evaluate(model, data["x_test"], data["y_test"]),
+        "val_acc": result.best_val_acc, "test_acc": test_acc,
         "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped": result.stopped,
         "wall_s": round(result.wall_s, 1), "device": str(device), "seed": cfg.seed,
         "setting": asdict(setting), "config": asdict(cfg), "provenance": provenance(),
     }
     write_json(out / "result.json", summary)
     return summary
+
+
+def add_test_accuracy(directory: Path, data: dict) -> float:
+    """Evaluate a finished student (e.g. a search trial) on the test set once, after selection."""
+    path = Path(directory) / "result.json"
+    result = read_json(path, "unfinished student")
+    if result.get("test_acc") is None:
+        model, _ = load_model(directory, data["x_test"].device)
+        result["test_acc"] = evaluate(model, data["x_test"], data["y_test"])
+        write_json(path, result)
+    return result["test_acc"]

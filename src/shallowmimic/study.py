@@ -52,7 +52,21 @@ class StudentsConfig:
     schedule: str = "plateau"
     init_scale: float = 1.0
     input_scale: float = 1.0
+    grad_clip: float = 5.0  # L2 on logits has unbounded gradients; clipping keeps it from diverging
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class SearchStageConfig:
+    """Bayesian search inside `run`. 0 trials: no search (fixed settings)."""
+
+    teacher_trials: int = 0  # paper teachers, all 18 hyperparameters; replaces teachers.count
+    student_trials: int = 0  # per family x budget x loss; replaces students.repeats
+    sampler: str = "gp"
+    startup: int = 10
+    seed: int = 0
+    storage: str = ""  # SQLAlchemy URL; empty: RUN/studies.db
+    heartbeat: int = 60
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class StudyConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     transfer: TransferStageConfig = field(default_factory=TransferStageConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
+    search: SearchStageConfig = field(default_factory=SearchStageConfig)
 
     def validate(self) -> StudyConfig:
         get_teacher(self.teachers.variant)
@@ -74,9 +89,12 @@ class StudyConfig:
         for loss in self.students.losses:
             if loss not in LOSSES:
                 raise UserError(f"students.losses: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
-        if not 1 <= self.ensemble.k <= self.teachers.count:
-            raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and teachers.count = "
-                            f"{self.teachers.count}")
+        pool = self.search.teacher_trials or self.teachers.count
+        if not 1 <= self.ensemble.k <= pool:
+            raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and the number of teachers "
+                            f"({pool}: teachers.count, or search.teacher_trials when searching)")
+        if self.search.sampler not in ("gp", "tpe", "random"):
+            raise UserError(f"search.sampler: {self.search.sampler!r} is not one of gp, tpe, random")
         if self.transfer.epochs < 1 or self.students.repeats < 1:
             raise UserError("transfer.epochs and students.repeats must be at least 1")
         return self

@@ -54,12 +54,15 @@ def teacher_config(variant: str, **overrides) -> TrainConfig:
 def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: TrainConfig,
                   device: torch.device, split: SplitConfig = SplitConfig(),
                   hsv: HSVConstants = TEACHER_HSV, resume: bool = True, progress: bool = True,
-                  options_override: dict | None = None) -> dict:
+                  options_override: dict | None = None, evaluate_test: bool = True,
+                  data: dict | None = None) -> dict:
+    """Train one teacher into `out` (resuming a checkpoint there). `evaluate_test=False` keeps
+    the test set out of sight (hyperparameter search trials)."""
     v = get_teacher(variant)
     spec = str(parse_spec(spec or v.default_spec))
     options = replace(v.options, **(options_override or {}))
     mspec = ModelSpec("teacher", variant, spec, options, 3, ds.image_size, ds.num_classes)
-    data = split_tensors(ds, split, device)
+    data = data or split_tensors(ds, split, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model_spec(out, mspec, {"data": ds.source, "split": asdict(split),
@@ -68,7 +71,7 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
     batches = AugmentedBatches(data["x_train"], data["y_train"], hsv, cfg.batch_size, cfg.seed)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out, resume=resume,
                  desc=f"teacher {spec}", progress=progress)
-    test_acc = evaluate(model, data["x_test"], data["y_test"], cfg.eval_batch_size)
+    test_acc = evaluate(model, data["x_test"], data["y_test"], cfg.eval_batch_size) if evaluate_test else None
     summary = {"role": "teacher", "family": variant, "spec": spec, "params": mspec.params,
                "val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
                "epochs": result.epochs, "stopped": result.stopped, "wall_s": round(result.wall_s, 1),

@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     max_loss: float = 1e4  # a loss above this (or NaN/inf) means the run diverged
+    grad_clip: float = 0.0  # > 0: clip the gradient's global L2 norm to this (stabilizes L2 mimic training)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -119,6 +120,8 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
             loss = loss_fn(out_logits, y, z)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             loss_sum += loss.detach()
             n_images += len(x)
@@ -129,6 +132,8 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
                                    f"(loss {value:g}); lower the learning rate")
                 inner.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
         train_s = time.perf_counter() - t0
+        if not math.isfinite(loss_sum.item()):
+            raise Diverged(f"{desc}: training diverged in epoch {epoch + 1} (non-finite loss); lower the learning rate")
         val_acc = evaluate(model, val_images, val_labels, cfg.eval_batch_size)
         if cfg.schedule == "plateau":
             plateau.step(1.0 - val_acc)

@@ -1,0 +1,142 @@
+"""Bayesian hyperparameter search on a shared Optuna study (Gaussian-process sampler by default,
+the modern counterpart of the paper's Spearmint).
+
+Any number of workers, on any machines that share the storage (SQLite for one machine,
+PostgreSQL for many) and the run directory, cooperate on one study until it has exactly
+`n_trials` completed trials. Workers send heartbeats; a worker that dies leaves a RUNNING trial
+that the others mark FAIL once its heartbeat is stale, and the study still reaches its count.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import UserError
+from .spaces import Param
+
+# Heartbeats are "experimental" in Optuna since 2.9 yet stable in practice; say it once, here.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged by us, in one line
+
+SAMPLERS = ("gp", "tpe", "random")
+DEFAULT_DB = "studies.db"
+
+
+def make_sampler(kind: str, startup: int = 10, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    if kind == "gp":
+        return optuna.samplers.GPSampler(n_startup_trials=startup, seed=seed, warn_independent_sampling=False)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"unknown sampler {kind!r} (known: {', '.join(SAMPLERS)})")
+
+
+def storage_url(storage: str | None, run_dir: Path) -> str:
+    """`--storage` as given (any SQLAlchemy URL), or a SQLite file in the run directory."""
+    if storage:
+        return storage
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(run_dir / DEFAULT_DB).resolve()}"
+
+
+def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> optuna.storages.RDBStorage:
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=grace or 2 * heartbeat)
+        except Exception as e:  # driver missing, server down, bad URL: all one line for the user
+            # Workers starting together race to create the schema; the loser retries and finds it made.
+            if "IntegrityError" in type(e).__name__ + str(e) and attempt < 5:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise UserError(f"cannot open study storage {url!r} ({type(e).__name__}: {e})".splitlines()[0]) from None
+    raise AssertionError("unreachable")
+
+
+def open_study(name: str, storage: optuna.storages.BaseStorage, sampler: str = "gp", startup: int = 10,
+               seed: int | None = None) -> optuna.Study:
+    """Create or join study `name`. The sampler is recorded in the study at creation; every
+    worker that joins uses the recorded one, so a study never mixes samplers."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
+                                sampler=make_sampler(sampler, startup, seed))
+    attrs = study.user_attrs
+    if "sampler" not in attrs:
+        study.set_user_attr("sampler", sampler)
+        study.set_user_attr("sampler_class", type(study.sampler).__name__)
+        study.set_user_attr("n_startup_trials", startup)
+        study.set_user_attr("objective", "validation error")
+    elif (attrs["sampler"], attrs.get("n_startup_trials")) != (sampler, startup):
+        study.sampler = make_sampler(attrs["sampler"], attrs["n_startup_trials"], seed)
+    return study
+
+
+def suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict:
+    values = {}
+    for p in space:
+        if p.integer:
+            values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+        else:
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    return values
+
+
+def counts(study: optuna.Study) -> dict[TrialState, int]:
+    out = dict.fromkeys(TrialState, 0)
+    for t in study.get_trials(deepcopy=False):
+        out[t.state] += 1
+    return out
+
+
+class Surplus(Exception):
+    """Two workers started the last trial at once; the later one stands down."""
+
+
+def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+               failures: tuple[type[BaseException], ...] = (), poll: float = 1.0,
+               log: Callable[[str], None] = print) -> None:
+    """Run trials of `study` until it has `n_trials` completed ones (counting every worker's).
+
+    While the quota is taken by trials still RUNNING elsewhere, wait: if their worker died,
+    its heartbeat goes stale, the trial is failed, and this worker takes over the slot."""
+
+    def guarded(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        active = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                  if t.number < trial.number]
+        if len(active) >= n_trials:
+            trial.set_user_attr("fail_reason", "surplus: the study already had enough trials")
+            raise optuna.TrialPruned("surplus")
+        try:
+            return objective(trial)
+        except failures as e:
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+            log(f"trial {trial.number} failed: {e}")
+            raise
+
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        c = counts(study)
+        if c[TrialState.COMPLETE] >= n_trials:
+            return
+        if c[TrialState.COMPLETE] + c[TrialState.RUNNING] >= n_trials:
+            time.sleep(poll)  # others hold the remaining slots; wait for them (or their stale heartbeat)
+            continue
+        study.optimize(guarded, n_trials=1, catch=failures)
+
+
+def best_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return sorted(done, key=lambda t: (t.value, t.number))[:k]
+
+
+def trial_dir(run_dir: Path, study_name: str, number: int) -> Path:
+    return Path(run_dir) / "trials" / study_name / f"trial_{number:04d}"

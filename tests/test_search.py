@@ -1,0 +1,186 @@
+"""The hyperparameter search: spaces, samplers, shared studies with several worker processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from shallowmimic import spaces, tuning
+from shallowmimic.data import load_dataset
+from shallowmimic.search import make_storage, open_study, run_worker, storage_url
+from shallowmimic.teachers import SplitConfig
+from shallowmimic.train import Diverged
+
+from .conftest import tiny_arrays
+
+PAPER_TEACHER_BOUNDS = {
+    "lr": (0.01, 0.05, True), "momentum": (0.80, 0.91, True), "weight_decay": (5e-5, 4e-4, False),
+    "init_scale": (0.8, 1.35, False), "input_scale": (0.8, 1.25, False),
+    "dropout_c1": (0.1, 0.3, False), "dropout_c2": (0.25, 0.35, False), "dropout_c3": (0.3, 0.44, False),
+    "dropout_fc": (0.2, 0.65, False), "scale_c1": (0, 1, False), "scale_c2": (0, 1, False),
+    "scale_c3": (0, 1, False), "scale_h": (0, 1, False), "hsv_dh": (0.03, 0.11, False),
+    "hsv_ds": (0.2, 0.3, False), "hsv_dv": (0.0, 0.2, False), "hsv_as": (0.2, 0.3, False),
+    "hsv_av": (0.03, 0.2, False),
+}
+
+POSTGRES_ENV = "SHALLOWMIMIC_TEST_POSTGRES"
+
+
+def test_teacher_space_has_the_papers_18_parameters():
+    space = {p.name: (p.low, p.high, p.log) for p in spaces.TEACHER_SPACE}
+    assert len(spaces.TEACHER_SPACE) == 18
+    assert space == PAPER_TEACHER_BOUNDS
+
+
+def test_student_space_per_family_and_budget():
+    from shallowmimic.families import get_student
+
+    s = {p.name: p for p in spaces.student_space(get_student("conv2"), 10_000_000)}
+    assert (s["lr"].low, s["lr"].high, s["lr"].log) == (0.0013, 0.016, True)
+    assert (s["momentum"].low, s["momentum"].high, s["momentum"].log) == (0.68, 0.97, True)
+    assert (s["conv1"].low, s["conv1"].high, s["conv1"].integer) == (50, 350, True)
+    r = {p.name: p for p in spaces.student_space(get_student("mlp3"), 1_000_000)}
+    assert [n for n in r if n.startswith("ratio")] == ["ratio1", "ratio2", "ratio3"] and not r["ratio1"].integer
+
+
+def test_recorded_sampler_is_the_gp_sampler(tmp_path):
+    storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
+    study = open_study("s", storage, "gp", startup=3)
+    assert isinstance(study.sampler, optuna.samplers.GPSampler)
+    again = optuna.load_study(study_name="s", storage=storage)
+    assert again.user_attrs["sampler_class"] == "GPSampler" and again.user_attrs["n_startup_trials"] == 3
+    joined = open_study("s", storage, "random", startup=1)  # a worker asking for another sampler
+    assert isinstance(joined.sampler, optuna.samplers.GPSampler)
+
+
+def test_diverging_trial_fails_with_reason_and_study_continues(tmp_path, monkeypatch):
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=200, n_test=20, size=8, classes=3))
+    ds = load_dataset(tmp_path / "d.npz")
+    absurd = tuple(spaces.Param("lr", 0.01, 1e4, log=True) if p.name == "lr" else p for p in spaces.TEACHER_SPACE)
+    monkeypatch.setattr(tuning, "TEACHER_SPACE", absurd)
+    search = tuning.SearchConfig(trials=2, sampler="random", heartbeat=5)
+    study = tuning._open(search, tmp_path / "run", tuning.teacher_study_name(2))
+    study.enqueue_trial({"lr": 1e4})
+    study.enqueue_trial({"lr": 0.02})
+    study.enqueue_trial({"lr": 0.02})
+    tuning.tune_teachers(ds, tmp_path / "run", search, 2, torch.device("cpu"), SplitConfig(val_size=40),
+                         log=lambda s: None)
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "diverged" in trials[0].user_attrs["fail_reason"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+def test_run_worker_stops_at_exactly_n(tmp_path):
+    storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
+    study = open_study("q", storage, "random")
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        if trial.number == 1:
+            raise Diverged("boom")
+        return trial.suggest_float("x", 0, 1)
+
+    run_worker(study, objective, 3, (Diverged,), log=lambda s: None)
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
+
+
+# --- several worker processes on one study ----------------------------------------------------
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, **tiny_arrays(n_train=400, n_test=20, size=8, classes=3))
+    return path
+
+
+def worker(data, out, storage, trials, epochs=2):
+    cmd = [sys.executable, "-m", "shallowmimic", "tune", "teacher", "--data", str(data), "--out", str(out),
+           "--trials", str(trials), "--epochs", str(epochs), "--val-size", "40", "--device", "cpu",
+           "--startup", "2", "--heartbeat", "1", "--storage", storage]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+
+
+def finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def check_study(storage, out, n):
+    study = optuna.load_study(study_name=tuning.teacher_study_name(2), storage=storage)
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == n
+    assert len({t.number for t in done}) == n
+    for t in done:
+        d = t.user_attrs["dir"]
+        assert d.startswith(str(out))
+        for f in ("result.json", "best.safetensors", "model.json", "metrics.jsonl"):
+            assert os.path.exists(os.path.join(d, f)), (t.number, f)
+    return study
+
+
+def storage_for(kind, tmp_path):
+    if kind == "sqlite":
+        return storage_url(None, tmp_path / "run")
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI run without PostgreSQL: {POSTGRES_ENV} is not set")
+        pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to run this test")
+    name = f"t{os.getpid()}_{int(time.time() * 1000)}"
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_workers_share_one_study(tmp_path, tiny_npz, kind):
+    storage = storage_for(kind, tmp_path)
+    out = tmp_path / "run"
+    a, b = worker(tiny_npz, out, storage, 5), worker(tiny_npz, out, storage, 5)
+    logs = finish(a) + finish(b)
+    study = check_study(storage, out, 5)
+    assert study.user_attrs["sampler_class"] == "GPSampler"
+    workers = {t.user_attrs["worker"] for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    assert len(workers) == 2, logs  # both did real work
+
+
+def test_killed_worker_trial_is_failed_and_study_completes(tmp_path, tiny_npz):
+    storage = storage_for("sqlite", tmp_path)
+    out = tmp_path / "run"
+    victim = worker(tiny_npz, out, storage, 4, epochs=6)
+    deadline = time.time() + 120
+    victim_trial = None
+    while victim_trial is None and time.time() < deadline:  # wait until the victim is mid-trial
+        try:
+            study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=storage)
+            running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
+                       and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+            victim_trial = running[0].number if running else None
+        except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
+            pass
+        time.sleep(0.05)
+    assert victim_trial is not None, "the victim never started a trial"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = worker(tiny_npz, out, storage, 4, epochs=6)
+    finish(survivor)
+    study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=storage)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[victim_trial] == TrialState.FAIL
+    assert list(states.values()).count(TrialState.COMPLETE) == 4
