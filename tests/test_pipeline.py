@@ -108,3 +108,32 @@ def test_run_with_searches_on_tiny_data(tmp_path):
     before = mtimes(out)
     r = run(*args)  # finished studies are not searched again
     assert r.exit_code == 0 and mtimes(out) == before
+
+
+def test_stage_commands_on_the_smoke_study(smoke, real_data, tmp_path):
+    """ensemble -> transfer -> student train -> report, each as its own command."""
+    out, _ = smoke
+    common = ["--data", real_data, "--device", "cpu", "--train-limit", "1000", "--val-limit", "500"]
+    r = run("ensemble", "--teachers", out / "teachers", "--k", "2", "--out", tmp_path / "ens", *common)
+    assert r.exit_code == 0, r.output
+    assert "ensemble of 2" in r.output
+    manifest = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert len(manifest["members"]) == 2 and manifest["candidates"] == 2
+    r = run("transfer", "--ensemble", tmp_path / "ens", "--epochs", "1", "--out", tmp_path / "ts", "--materialize",
+            "--no-progress", *common)
+    assert r.exit_code == 0, r.output
+    assert "MiB stored vs" in r.output and (tmp_path / "ts" / "images_0000.safetensors").exists()
+    student = ["student", "train", "--family", "conv1", "--budget", "50k", "--transfer", tmp_path / "ts",
+               "--out", tmp_path / "s", "--epochs", "1", "--no-progress", *common]
+    r = run(*student)
+    assert r.exit_code == 0, r.output
+    assert "budget 50,000" in r.output and "mimic" in r.output
+    r = run(*student)
+    assert r.exit_code == 1 and "pass --resume" in r.output
+    other = [a if a != tmp_path / "s" else tmp_path / "s2" for a in student[:-len(common)]]
+    r = run(*other, "--data", real_data, "--device", "cpu")  # another split than the transfer set
+    assert r.exit_code == 1 and "regenerate it" in r.output
+    r = run("report", out)
+    assert r.exit_code == 0 and "wrote" in r.output
+    r = run("report", tmp_path)
+    assert r.exit_code == 1 and "not a study directory" in r.output

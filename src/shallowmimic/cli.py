@@ -19,6 +19,17 @@ class _Group(click.Group):
             raise click.ClickException(str(e)) from None
 
 
+def _options(*opts):
+    """One decorator applying several click options, in the order given."""
+
+    def decorate(f):
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
 def data_option(f):
     return click.option(
         "--data",
@@ -160,25 +171,25 @@ def arch_cmd(spec, family, budget, widths, variant, size, classes, batchnorm):
 # --- teacher --------------------------------------------------------------------------------
 
 
-def train_options(f):
-    """Options shared by every command that trains a model."""
-    opts = [
-        click.option("--epochs", type=int, default=None, help="Epoch cap."),
-        click.option("--batch-size", type=int, default=None),
-        click.option("--lr", type=float, default=None, help="Peak / initial learning rate."),
-        click.option("--momentum", type=float, default=None, help="Nesterov momentum."),
-        click.option("--schedule", type=click.Choice(["plateau", "linear"]), default=None),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--val-size", type=int, default=10_000, show_default=True,
-                     help="Validation images split off the training set."),
-        click.option("--train-limit", type=int, default=0, help="Use only N training images (0: all)."),
-        click.option("--val-limit", type=int, default=0, help="Use only N validation images (0: all)."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out."),
-        click.option("--no-progress", is_flag=True, help="No progress bars."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+split_options = _options(
+    click.option("--val-size", type=int, default=10_000, show_default=True,
+                 help="Validation images split off the training set."),
+    click.option("--train-limit", type=int, default=0, help="Use only N training images (0: all)."),
+    click.option("--val-limit", type=int, default=0, help="Use only N validation images (0: all)."),
+)
+
+#: Options shared by every command that trains a model.
+train_options = _options(
+    click.option("--epochs", type=int, default=None, help="Epoch cap."),
+    click.option("--batch-size", type=int, default=None),
+    click.option("--lr", type=float, default=None, help="Peak / initial learning rate."),
+    click.option("--momentum", type=float, default=None, help="Nesterov momentum."),
+    click.option("--schedule", type=click.Choice(["plateau", "linear"]), default=None),
+    click.option("--seed", type=int, default=0, show_default=True),
+    split_options,
+    click.option("--resume", is_flag=True, help="Continue the run in --out."),
+    click.option("--no-progress", is_flag=True, help="No progress bars."),
+)
 
 
 @main.group(cls=_Group)
@@ -247,16 +258,6 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"{flag} {text!r}: expected comma-separated numbers") from None
-
-
-def split_options(f):
-    for opt in reversed([
-        click.option("--val-size", type=int, default=10_000, show_default=True, help="Validation images."),
-        click.option("--train-limit", type=int, default=0, help="Use only N training images (0: all)."),
-        click.option("--val-limit", type=int, default=0, help="Use only N validation images (0: all)."),
-    ]):
-        f = opt(f)
-    return f
 
 
 # --- ensemble, transfer set, students -------------------------------------------------------
@@ -336,15 +337,14 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
                   out, epochs, batch_size, lr, momentum, schedule, seed, val_size, train_limit, val_limit, resume,
                   no_progress):
     """Train one student (budget solved for its family) on the transfer set."""
+    from .budget import parse_budget
     from .device import resolve_device
-    from .report_arch import solve_from_cli
+    from .report_arch import parse_free
     from .students import StudentSetting, train_student
     from .teachers import SplitConfig
     from .train import TrainConfig
 
-    solved = solve_from_cli(family, budget, widths, 32, 10)
-    setting = StudentSetting(family, solved.budget, loss, tuple(solved.free) if widths else (), init_scale,
-                             input_scale)
+    setting = StudentSetting(family, parse_budget(budget), loss, parse_free(family, widths), init_scale, input_scale)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, schedule=schedule)
     cfg = TrainConfig(loss=loss, seed=seed, grad_clip=grad_clip, **{k: v for k, v in given.items() if v is not None})
     if (out / "checkpoint.safetensors").exists() and not resume:
@@ -391,22 +391,19 @@ def report_cmd(directory):
 # --- hyperparameter search ------------------------------------------------------------------
 
 
-def search_options(f):
-    for opt in reversed([
-        click.option("--trials", type=int, default=6, show_default=True,
-                     help="Completed trials the study should reach (all workers together)."),
-        click.option("--storage", default=None,
-                     help="SQLAlchemy URL of the study store (default: sqlite in --out; PostgreSQL for many "
-                          "machines, e.g. postgresql://user@host/db)."),
-        click.option("--sampler", type=click.Choice(["gp", "tpe", "random"]), default="gp", show_default=True),
-        click.option("--startup", type=int, default=10, show_default=True, help="Random trials before the sampler."),
-        click.option("--heartbeat", type=int, default=30, show_default=True,
-                     help="Seconds between heartbeats; a worker silent for 2x this is declared dead."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--epochs", type=int, default=10, show_default=True, help="Epoch cap per trial."),
-    ]):
-        f = opt(f)
-    return f
+search_options = _options(
+    click.option("--trials", type=int, default=6, show_default=True,
+                 help="Completed trials the study should reach (all workers together)."),
+    click.option("--storage", default=None,
+                 help="SQLAlchemy URL of the study store (default: sqlite in --out; PostgreSQL for many "
+                      "machines, e.g. postgresql://user@host/db)."),
+    click.option("--sampler", type=click.Choice(["gp", "tpe", "random"]), default="gp", show_default=True),
+    click.option("--startup", type=int, default=10, show_default=True, help="Random trials before the sampler."),
+    click.option("--heartbeat", type=int, default=30, show_default=True,
+                 help="Seconds between heartbeats; a worker silent for 2x this is declared dead."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--epochs", type=int, default=10, show_default=True, help="Epoch cap per trial."),
+)
 
 
 @main.group(cls=_Group)

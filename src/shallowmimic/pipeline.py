@@ -128,6 +128,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
                "fingerprint": data["fingerprint"]}
     jobs = plan(cfg, out, data_id)
     previous = _read_run(out)
+    pending = any(not j.done() for js in jobs.values() for j in js)
     echo(f"study '{cfg.name}' in {out} on {device} ({ds.source})\n{overview(jobs)}")
 
     # 1. teachers
@@ -157,8 +158,10 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     student_dirs = _students_stage(cfg, jobs["students"], ds, out, tr_job.dir, device, data, progress, echo)
 
     # 5. report
-    wall = (previous.get("wall_s", 0.0) if previous.get("config") == asdict(cfg) else 0.0) + \
-        time.perf_counter() - t_start
+    # Wall time of the study: summed over the invocations that did work for this config.
+    same = previous.get("config") == json.loads(json.dumps(asdict(cfg)))
+    this = time.perf_counter() - t_start if pending or not same else 0.0
+    wall = (previous.get("wall_s", 0.0) if same else 0.0) + this
     run = {"preset": cfg.name, "config": asdict(cfg), "data": ds.source, "device": str(device),
            "teachers": [str(d) for d in teacher_dirs], "students": [str(d) for d in student_dirs],
            "searches": [read_json(j.dir / SEARCH_JSON, "unfinished study") for js in jobs.values() for j in js

@@ -20,17 +20,21 @@ def arch_table(arch: Arch, channels: int, size: int, classes: int, batchnorm: bo
     return "\n".join(lines)
 
 
+def parse_free(family: str, widths: str | None) -> tuple:
+    """`--widths` as the family's free values (integers, or ratios for mlp2..5); () if not given."""
+    if not widths:
+        return ()
+    fam = get_student(family)
+    try:
+        return tuple((float if fam.ratios else int)(v) for v in widths.split(","))
+    except ValueError:
+        raise UserError(f"--widths {widths!r}: expected comma-separated "
+                        f"{'numbers' if fam.ratios else 'whole numbers'}") from None
+
+
 def solve_from_cli(family: str, budget: str | None, widths: str | None, size: int, classes: int) -> Solved:
     fam = get_student(family)
     if not budget:
         raise UserError("--student needs --budget (e.g. 1M, 3.16M, 300k)")
     n = parse_budget(budget)
-    if widths:
-        try:
-            free = tuple((float if fam.ratios else int)(v) for v in widths.split(","))
-        except ValueError:
-            raise UserError(f"--widths {widths!r}: expected comma-separated "
-                            f"{'numbers' if fam.ratios else 'whole numbers'}") from None
-    else:
-        free = default_free(fam, n)
-    return solve_student(fam, n, free, 3, size, classes)
+    return solve_student(fam, n, parse_free(family, widths) or default_free(fam, n), 3, size, classes)
