@@ -223,3 +223,9 @@ def test_real_cifar10_info(real_data):
     assert "40,000 train / 10,000 validation" in result.output
     train_all = [ln.split()[1] for ln in result.output.splitlines()[6:16]]
     assert train_all == ["5,000"] * 10
+
+
+def test_bench_augment_prints_a_table():
+    result = run_cli("bench", "augment", "--batch", "32", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "images/s" in result.output.splitlines()[0] and "cpu" in result.output

@@ -58,20 +58,18 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
     from .augment import STUDENT_HSV
     from .batches import AugmentedBatches
     from .device import autocast, memory_format
-    from .families import STUDENTS, TEACHERS, default_free, solve_student
+    from .families import STUDENT_OPTIONS, STUDENTS, TEACHERS, default_free, solve_student
     from .models import ModelSpec
 
     models = [(f"teacher-{v.name}", v.default_spec, v.options) for v in TEACHERS.values()]
     for fam, budget in (("mlp1", 1_000_000), ("conv1", 1_000_000), ("conv4", 1_000_000), ("conv4", 300_000)):
         s = solve_student(STUDENTS[fam], budget, default_free(STUDENTS[fam], budget))
-        models.append((f"{fam}@{budget / 1e6:g}M", s.spec, STUDENTS[fam] and None))
+        models.append((f"{fam}@{budget / 1e6:g}M", s.spec, STUDENT_OPTIONS))
     images = torch.randint(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (len(images),), device=device)
     rows = []
     for name, spec, options in models:
-        from .arch import BuildOptions
-
-        mspec = ModelSpec("bench", name, str(parse_spec(spec)), options or BuildOptions(), 3, 32, 10)
+        mspec = ModelSpec("bench", name, str(parse_spec(spec)), options, 3, 32, 10)
         model = mspec.build(device).to(memory_format=memory_format(device))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         it = AugmentedBatches(images, labels, STUDENT_HSV, batch, 0).epoch(0)

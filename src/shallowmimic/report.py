@@ -4,6 +4,7 @@ the qualitative findings, and Figure 1."""
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from . import paper
@@ -156,8 +157,6 @@ def _html(markdown: str, title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    import re
-
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
