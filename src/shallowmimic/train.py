@@ -98,6 +98,9 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
 
     steps = len(batches)
     total_steps = cfg.epochs * steps
+    # Fixed for the whole call: computed once rather than (with a git subprocess) every epoch.
+    record = dict(config=to_dict(cfg), rng=f"reseeded each epoch from seed {cfg.seed} and the epoch",
+                  provenance=provenance(), **(extra_state or {}))
     bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=desc, unit="ep", disable=not progress,
                dynamic_ncols=True)
     for epoch in range(state["epoch"], cfg.epochs):
@@ -150,8 +153,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         state["plateau"] = plateau.state()
         state["stopped"] = plateau.stopped
         state["finished"] = bool(plateau.stopped) or epoch + 1 == cfg.epochs
-        state.update(config=to_dict(cfg), rng=f"reseeded each epoch from seed {cfg.seed} and the epoch",
-                     provenance=provenance(), **(extra_state or {}))
+        state.update(record)
         save_checkpoint(out, model, opt, state)
         _write_metrics(out, state["history"])
         bar.update(1)
