@@ -54,11 +54,13 @@ def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> opt
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
                                               grace_period=grace or 2 * heartbeat)
         except Exception as e:  # driver missing, server down, bad URL: all one line for the user
-            # Workers starting together race to create the schema; the loser retries and finds it made.
-            if "IntegrityError" in type(e).__name__ + str(e) and attempt < 5:
+            # Workers starting together race to create the schema ("already exists", a UNIQUE
+            # violation on the version table); the loser retries and finds the schema made.
+            text = f"{type(e).__name__}: {e}"
+            if ("already exists" in text or "IntegrityError" in text) and attempt < 5:
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            raise UserError(f"cannot open study storage {url!r} ({type(e).__name__}: {e})".splitlines()[0]) from None
+            raise UserError(f"cannot open study storage {url!r} ({text})".splitlines()[0]) from None
     raise AssertionError("unreachable")
 
 
