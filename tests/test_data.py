@@ -228,4 +228,6 @@ def test_real_cifar10_info(real_data):
 def test_bench_augment_prints_a_table():
     result = run_cli("bench", "augment", "--batch", "32", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "images/s" in result.output.splitlines()[0] and "cpu" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("machine reference: ") and "GFLOP/s" in lines[0]
+    assert "images/s" in lines[1] and "cpu" in result.output

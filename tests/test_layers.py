@@ -7,7 +7,7 @@ from pathlib import Path
 import shallowmimic
 
 LAYERS = [
-    ("base", {"errors", "io", "device", "config"}),
+    ("base", {"errors", "io", "device", "config", "stats"}),
     ("data", {"data", "download", "preprocess", "info"}),
     ("augment", {"augment", "preview"}),
     ("models", {"arch", "budget", "families", "spaces", "checkpoint", "models"}),

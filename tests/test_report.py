@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from shallowmimic.config import from_dict
@@ -6,24 +7,53 @@ from shallowmimic.findings import check_findings
 from shallowmimic.study import PRESETS, StudyConfig, load_study
 
 
+N = 10_000
+
+
 def acc(v):
-    return {"test_acc": v}
+    """One model at accuracy exactly `v`, right on a random set of images (its own draw for
+    each accuracy, so two settings disagree on many images, as real models do)."""
+    c = np.zeros(N, dtype=bool)
+    c[np.random.default_rng(round(v * 1e4)).permutation(N)[: round(N * v)]] = True
+    return {"test_acc": c.mean(), "correct": c[None, :]}
+
+
+def ens(e, best):
+    return {"k": 3, "test_acc": e, "correct": acc(e)["correct"][0],
+            "best_member": {"test_acc": best, "correct": acc(best)["correct"][0]}}
+
+
+def statuses(mimic, hard, ensemble):
+    return [f.status for f in check_findings(mimic, hard, ensemble)]
 
 
 def test_findings_pass_on_the_papers_pattern():
     mimic = {("mlp1", 1): acc(0.6), ("conv1", 1): acc(0.7), ("conv2", 1): acc(0.8),
              ("conv1", 2): acc(0.75), ("conv2", 2): acc(0.82)}
     hard = {("conv1", 1): acc(0.65)}
-    ens = {"test_acc": 0.9, "best_member": {"test_acc": 0.88}}
-    assert [f.status for f in check_findings(mimic, hard, ens)] == ["PASS"] * 4
+    assert statuses(mimic, hard, ens(0.9, 0.88)) == ["PASS"] * 4
 
 
 def test_findings_fail_when_the_pattern_breaks():
     mimic = {("mlp1", 1): acc(0.75), ("conv1", 1): acc(0.7), ("conv2", 1): acc(0.65)}
     hard = {("conv1", 1): acc(0.72)}
-    ens = {"test_acc": 0.7, "best_member": {"test_acc": 0.71}}
-    assert [f.status for f in check_findings(mimic, hard, ens)] == ["FAIL"] * 4
-    assert [f.status for f in check_findings({}, {}, None)] == ["N/A"] * 4
+    assert statuses(mimic, hard, ens(0.7, 0.71)) == ["FAIL"] * 4
+    assert statuses({}, {}, None) == ["N/A"] * 4
+
+
+def test_tiny_differences_are_inconclusive_not_pass_or_fail():
+    # 0.1 points apart: the old strict orderings called this PASS (or FAIL); the data cannot tell
+    mimic = {("mlp1", 1): acc(0.699), ("conv1", 1): acc(0.700), ("conv2", 1): acc(0.701)}
+    hard = {("conv1", 1): acc(0.699)}
+    assert statuses(mimic, hard, ens(0.702, 0.701)) == ["INCONCLUSIVE"] * 4
+
+
+def test_adjacent_depths_are_guards():
+    base = {("mlp1", 1): acc(0.5), ("conv1", 1): acc(0.6), ("conv4", 1): acc(0.7)}
+    flat = {**base, ("conv2", 1): acc(0.66), ("conv3", 1): acc(0.659)}  # conv3 a hair below conv2
+    assert check_findings(flat, {}, None)[0].status == "PASS"
+    dip = {**base, ("conv2", 1): acc(0.68), ("conv3", 1): acc(0.62)}  # significantly reversed
+    assert check_findings(dip, {}, None)[0].status == "FAIL"
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -48,4 +78,8 @@ def test_config_rejects_unknown_keys_and_wrong_types():
         load_study("quick", ["ensemble.k=5"])
     with pytest.raises(UserError, match="unknown student family"):
         load_study("quick", ['students.families=["conv7"]'])
-    assert load_study("quick", ["students.lr=0.5"]).students.lr == 0.5
+    assert load_study("quick", ["students.lr.hard=0.5"]).students.lr.hard == 0.5
+    with pytest.raises(UserError, match="expected a table"):
+        load_study("quick", ["students.lr=0.5"])
+    with pytest.raises(UserError, match=r"students.lr.mimic: expected float, got 'abc'"):
+        load_study("quick", ["students.lr.mimic=abc"])

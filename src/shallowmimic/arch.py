@@ -9,6 +9,9 @@ Grammar (tokens joined by '-'; widths accept a `k` suffix: 30k = 30000, 1.2k = 1
 | `Wfc[R]`     | R fully-connected ReLU layers of W units                      | `1200fc2` |
 | `WL`         | a linear bottleneck layer of W units (no bias, no ReLU)       | `1200L`  |
 | `W`          | one fully-connected ReLU layer (Ba & Caruana's notation)      | `30k`    |
+| `Ww@K`       | patch-whitening stem: W = 2*C*K*K frozen KxK filters (no padding), set from data | `24w@2` |
+| `Wg`         | a fast conv group: conv3x3 - maxpool2 - BN - act - conv3x3 - BN - act (airbench) | `64g` |
+| `gmp`        | global max-pool                                               | `gmp`    |
 
 The input (channels, size) and the class count come from the data; the final `classes`-way
 linear output layer is always appended. Convolutions keep the spatial size ('same' padding);
@@ -28,17 +31,20 @@ from .errors import UserError
 _WIDTH = r"(\d+(?:\.\d+)?k?)"
 _PATTERNS = [
     ("conv", re.compile(rf"^{_WIDTH}c(\d+)?(?:@(\d+))?$")),
+    ("whiten", re.compile(r"^(\d+)w(?:@(\d+))?$")),
+    ("group", re.compile(rf"^{_WIDTH}g$")),
+    ("gpool", re.compile(r"^gmp$")),
     ("pool", re.compile(r"^(?:mp|p)(\d+)?$")),
     ("fc", re.compile(rf"^{_WIDTH}fc(\d+)?$")),
     ("linear", re.compile(rf"^{_WIDTH}(?:l|lin)$")),
     ("hidden", re.compile(rf"^{_WIDTH}$")),
 ]
-_EXAMPLES = "e.g. 64c2, 64c@5, mp, mp3, 1200fc2, 1200L, 30k"
+_EXAMPLES = "e.g. 64c2, 64c@5, mp, mp3, 1200fc2, 1200L, 30k, 24w@2, 64g, gmp"
 
 
 @dataclass(frozen=True)
 class Layer:
-    kind: str  # conv | pool | fc | linear
+    kind: str  # conv | pool | fc | linear | whiten | group | gpool
     width: int = 0  # filters or units; pool: 0
     kernel: int = 0  # conv kernel or pool window
 
@@ -61,6 +67,10 @@ class BuildOptions:
     fc_dropout: float = 0.0  # after each fc ReLU layer (paper: DOf)
     init_scale: float = 1.0  # Glorot initialization times this
     input_scale: float = 1.0  # students multiply their input by this
+    activation: str = "relu"  # relu | gelu
+    dirac_init: bool = False  # conv layers start as identity on their first in-channels (airbench)
+    head_scale: float = 1.0  # the output layer's logits times this (airbench: 1/9)
+    tta: str = "none"  # test-time augmentation in eval mode: none | flip | flip-translate
 
 
 def _width(text: str, spec: str, token: str) -> int:
@@ -84,6 +94,15 @@ def parse_spec(spec: str) -> Arch:
         if match is None:
             raise UserError(f"invalid spec {marked}: {raw!r} is not a layer ({_EXAMPLES})")
         kind, m = match
+        if kind == "gpool":
+            layers.append(Layer("gpool"))
+            continue
+        if kind == "whiten":
+            width, kernel = int(m.group(1)), int(m.group(2) or 2)
+            if layers or kernel < 1:
+                raise UserError(f"invalid spec {marked}: the whitening stem must come first, with a kernel >= 1")
+            layers.append(Layer("whiten", width, kernel))
+            continue
         if kind == "pool":
             window = int(m.group(1) or 2)
             if window < 2:
@@ -91,7 +110,11 @@ def parse_spec(spec: str) -> Arch:
             layers.append(Layer("pool", 0, window))
             continue
         width = _width(m.group(1), marked, raw)
-        if kind == "conv":
+        if kind == "group":
+            if any(lay.kind in ("fc", "linear") for lay in layers):
+                raise UserError(f"invalid spec {marked}: conv group after a fully-connected layer")
+            layers.append(Layer("group", width, 3))
+        elif kind == "conv":
             repeat, kernel = int(m.group(2) or 1), int(m.group(3) or 3)
             if kernel % 2 == 0 or repeat < 1:
                 raise UserError(f"invalid spec {marked}: conv needs an odd kernel and >= 1 layers")
@@ -106,7 +129,7 @@ def parse_spec(spec: str) -> Arch:
         else:
             layers.append(Layer("linear", width))
     for j, lay in enumerate(layers):
-        if lay.kind == "pool" and any(prev.kind in ("fc", "linear") for prev in layers[:j]):
+        if lay.kind in ("pool", "gpool") and any(prev.kind in ("fc", "linear") for prev in layers[:j]):
             raise UserError(f"invalid spec {spec!r}: pool after a fully-connected layer")
     return Arch(tuple(layers), spec)
 
@@ -126,6 +149,12 @@ def format_spec(layers) -> str:
             out.append(f"{lay.width}c{rep}" + (f"@{lay.kernel}" if lay.kernel != 3 else ""))
         elif lay.kind == "pool":
             out.append("mp" if lay.kernel == 2 else f"mp{lay.kernel}")
+        elif lay.kind == "whiten":
+            out.append(f"{lay.width}w@{lay.kernel}")
+        elif lay.kind == "group":
+            out.append(f"{lay.width}g")
+        elif lay.kind == "gpool":
+            out.append("gmp")
         elif lay.kind == "fc":
             out.append(f"{lay.width}fc{rep}")
         else:
@@ -151,6 +180,20 @@ def layer_table(
             n = lay.kernel * lay.kernel * c * lay.width + lay.width + (2 * lay.width if batchnorm else 0)
             c = lay.width
             rows.append((f"conv{lay.kernel}x{lay.kernel}", f"{c}x{s}x{s}", n))
+        elif lay.kind == "whiten":
+            if lay.width != 2 * c * lay.kernel ** 2:
+                raise UserError(f"spec {arch}: a {lay.kernel}x{lay.kernel} whitening stem on {c} channels has "
+                                f"{2 * c * lay.kernel ** 2} filters, not {lay.width}")
+            n = lay.kernel * lay.kernel * c * lay.width + lay.width
+            c, s = lay.width, s - lay.kernel + 1
+            rows.append((f"whiten{lay.kernel}x{lay.kernel}", f"{c}x{s}x{s}", n))
+        elif lay.kind == "group":
+            n = 9 * c * lay.width + 9 * lay.width * lay.width + 4 * lay.width  # two convs, two BNs
+            c, s = lay.width, pool_out(s, 2)
+            rows.append(("conv group", f"{c}x{s}x{s}", n))
+        elif lay.kind == "gpool":
+            s = 1
+            rows.append(("global maxpool", f"{c}x1x1", 0))
         elif lay.kind == "pool":
             s = pool_out(s, lay.kernel)
             if s < 1:
@@ -192,12 +235,22 @@ def build(arch: Arch, channels: int, size: int, classes: int, opts: BuildOptions
     mods: list[nn.Module] = [Scale(opts.input_scale)]
     c, s, flat = channels, size, None
     pools = 0
+    act = _ACTIVATIONS[opts.activation]
     for lay in arch.layers:
-        if lay.kind == "conv":
+        if lay.kind == "whiten":
+            mods += [Whiten(c, lay.width, lay.kernel), act()]
+            c, s = lay.width, s - lay.kernel + 1
+        elif lay.kind == "group":
+            mods.append(ConvGroup(c, lay.width, act))
+            c, s = lay.width, pool_out(s, 2)
+        elif lay.kind == "gpool":
+            mods.append(nn.AdaptiveMaxPool2d(1))
+            s = 1
+        elif lay.kind == "conv":
             mods.append(nn.Conv2d(c, lay.width, lay.kernel, padding=lay.kernel // 2))
             if opts.batchnorm:
                 mods.append(nn.BatchNorm2d(lay.width))
-            mods.append(nn.ReLU(inplace=True))
+            mods.append(act(inplace=True) if act is nn.ReLU else act())
             c = lay.width
         elif lay.kind == "pool":
             mods.append(nn.MaxPool2d(lay.kernel, stride=2, padding=(lay.kernel - 1) // 2))
@@ -223,9 +276,85 @@ def build(arch: Arch, channels: int, size: int, classes: int, opts: BuildOptions
         mods.append(nn.Flatten())
         flat = c * s * s
     mods.append(nn.Linear(flat, classes))
+    if opts.head_scale != 1.0:
+        mods.append(Scale(opts.head_scale))
     net = nn.Sequential(*mods)
     _glorot(net, opts.init_scale)
-    return net
+    if opts.dirac_init:
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d) and not isinstance(m, Whiten):
+                nn.init.dirac_(m.weight.data[: m.in_channels])
+    if opts.tta not in TTA_MODES:
+        raise UserError(f"unknown test-time augmentation {opts.tta!r} (known: {', '.join(TTA_MODES)})")
+    return TTA(net, opts.tta) if opts.tta != "none" else net
+
+
+TTA_MODES = ("none", "flip", "flip-translate")
+
+
+class TTA(nn.Module):
+    """In eval mode, averages the logits over flipped (and, with flip-translate, also 1-pixel
+    shifted) views, as airbench does; in training mode it is the plain network."""
+
+    def __init__(self, net: nn.Module, mode: str):
+        super().__init__()
+        self.net, self.mode = net, mode
+
+    def forward(self, x):
+        if self.training:
+            return self.net(x)
+        out = 0.5 * (self.net(x) + self.net(x.flip(3)))
+        if self.mode == "flip-translate":
+            padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+            h, w = x.shape[2:]
+            shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
+            out = 0.5 * out + 0.125 * sum(self.net(v) + self.net(v.flip(3)) for v in shifted)
+        return out
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class Whiten(nn.Conv2d):
+    """A frozen KxK conv whose filters are the +/- eigenvectors of the training patches'
+    covariance, scaled to unit variance (airbench): the network starts on decorrelated input.
+    Its weights are set by `init_whitening` from training images; only its bias trains."""
+
+    def __init__(self, channels: int, width: int, kernel: int):
+        super().__init__(channels, width, kernel, padding=0, bias=True)
+        self.weight.requires_grad_(False)
+
+
+class ConvGroup(nn.Sequential):
+    """airbench's block: conv3x3 - maxpool2 - BN - act - conv3x3 - BN - act. BN scales are
+    frozen at 1 (only shifts train) and running statistics move fast (momentum 0.6), which
+    suits runs of a few epochs."""
+
+    def __init__(self, cin: int, width: int, act):
+        def bn():
+            b = nn.BatchNorm2d(width, momentum=0.6, eps=1e-12)
+            b.weight.requires_grad_(False)
+            return b
+
+        super().__init__(nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2), bn(), act(),
+                         nn.Conv2d(width, width, 3, padding=1, bias=False), bn(), act())
+
+
+@torch.no_grad()
+def init_whitening(net: nn.Module, images: torch.Tensor, eps: float = 5e-4) -> bool:
+    """Set the whitening stem (if any) from float NCHW `images`; True if there was one."""
+    stem = next((m for m in net.modules() if isinstance(m, Whiten)), None)
+    if stem is None:
+        return False
+    k, c = stem.kernel_size[0], stem.in_channels
+    x = images.to(stem.weight.device, torch.float32)
+    patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+    cov = patches.T @ patches / len(patches)
+    values, vectors = torch.linalg.eigh(cov)
+    filters = (vectors.T / torch.sqrt(values + eps)[:, None]).reshape(-1, c, k, k).flip(0)
+    stem.weight.copy_(torch.cat([filters, -filters]).to(stem.weight.dtype))
+    stem.bias.zero_()
+    return True
 
 
 @torch.no_grad()

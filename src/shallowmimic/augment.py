@@ -189,3 +189,29 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     k = (n + 6.0 * h.unsqueeze(1)).remainder_(6.0)
     w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return v.unsqueeze(1) - (v * s).unsqueeze(1) * w
+
+
+# --- the fast teachers' light augmentation --------------------------------------------------------
+
+
+def flip_translate(images: torch.Tensor, flip: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
+                   pad: int) -> torch.Tensor:
+    """Horizontal flip where `flip`, then a shift by (dx - pad, dy - pad) pixels with reflected
+    borders, batched (no per-image loop). `images` float NCHW; `dx`, `dy` ints in [0, 2 pad]."""
+    x = torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
+    if pad == 0:
+        return x
+    n, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dev = x.device
+    rows = (dy.to(dev).view(-1, 1) + torch.arange(h, device=dev)).view(n, 1, h, 1)
+    cols = (dx.to(dev).view(-1, 1) + torch.arange(w, device=dev)).view(n, 1, 1, w)
+    return xp[torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1), rows, cols]
+
+
+def alternating_flips(n: int, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """airbench's alternating flip: a random flip per image in epoch 0, its opposite in every
+    odd epoch and the same again in every even one, so consecutive epochs see both sides.
+    `generator` must be seeded the same way for every epoch (it draws the base flips)."""
+    base = torch.rand(n, generator=generator) < 0.5
+    return base ^ bool(epoch % 2)

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .augment import HSVConstants, apply, sample_params
+from .augment import HSVConstants, alternating_flips, apply, flip_translate, sample_params
 from .device import autocast, memory_format
 from .preprocess import standardize, to_float
+from .stats import encode_correct
 
 
 def seed_for(seed: int, *keys) -> int:
@@ -29,12 +30,16 @@ def prepare(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class AugmentedBatches:
-    """Shuffled, online-augmented minibatches of labelled images (teachers, hard-label runs)."""
+    """Shuffled, online-augmented minibatches of labelled images (teachers, hard-label runs).
+
+    With `translate` > 0 the augmentation is the fast teachers' light one (alternating flip and
+    a shift of up to `translate` pixels) instead of the paper's HSV + flip + crop-rescale.
+    An epoch's augmentation parameters are drawn in one go, then sliced per batch."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, hsv: HSVConstants | None,
-                 batch_size: int, seed: int):
+                 batch_size: int, seed: int, translate: int = 0):
         self.images, self.labels = images, labels
-        self.hsv, self.batch_size, self.seed = hsv, batch_size, seed
+        self.hsv, self.batch_size, self.seed, self.translate = hsv, batch_size, seed, translate
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -42,15 +47,25 @@ class AugmentedBatches:
 
     def epoch(self, e: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
         g = torch.Generator().manual_seed(seed_for(self.seed, "batches", e))
-        order = torch.randperm(len(self.images), generator=g)
+        n = len(self.images)
+        order = torch.randperm(n, generator=g)
         device = self.images.device
         size = self.images.shape[1]
-        bs = min(self.batch_size, len(self.images))
+        bs = min(self.batch_size, n)
+        used = len(self) * bs
+        if self.translate:
+            flips = alternating_flips(n, e, torch.Generator().manual_seed(seed_for(self.seed, "flips")))[order]
+            shifts = torch.randint(0, 2 * self.translate + 1, (2, used), generator=g)
+        elif self.hsv is not None:
+            record = sample_params(used, size, self.hsv, g)
         for i in range(len(self)):
-            idx = order[i * bs : (i + 1) * bs].to(device)
+            sl = slice(i * bs, (i + 1) * bs)
+            idx = order[sl].to(device)
             x = to_float(self.images[idx])
-            if self.hsv is not None:
-                x = apply(x, sample_params(len(idx), size, self.hsv, g))
+            if self.translate:
+                x = flip_translate(x, flips[sl], shifts[0, sl], shifts[1, sl], self.translate)
+            elif self.hsv is not None:
+                x = apply(x, record[sl])
             x = standardize(x).contiguous(memory_format=memory_format(device))
             yield x, self.labels[idx], None
 
@@ -70,5 +85,17 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    return float(correctness(model, images, labels, batch_size).mean())
+
+
+def correctness(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                batch_size: int = 1000) -> np.ndarray:
+    """Bool (n,): which images the model classifies correctly (the unit of every paired test)."""
     logits = predict_logits(model, images, batch_size)
-    return (logits.argmax(1) == labels.cpu()).float().mean().item()
+    return (logits.argmax(1) == labels.cpu()).numpy()
+
+
+def test_record(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
+    """Test accuracy plus per-image correctness (packed bits, base64) for a result file."""
+    c = correctness(model, images, labels, batch_size)
+    return {"test_acc": float(c.mean()), "test_n": len(c), "test_correct": encode_correct(c)}

@@ -7,11 +7,12 @@ import time
 import torch
 
 from .augment import STUDENT_HSV, augment
+from .device import machine_reference, sync
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def reference_line(device: torch.device) -> str:
+    return (f"machine reference: {machine_reference(device):,.0f} GFLOP/s (fp32 {1024}x{1024} matmul on {device}, "
+            f"{torch.get_num_threads()} threads)")
 
 
 def bench_augment(
@@ -23,12 +24,12 @@ def bench_augment(
     for n in batch_sizes:
         x = torch.rand(n, 3, size, size, device=device)
         augment(x, STUDENT_HSV, g)  # warm-up
-        _sync(device)
+        sync(device)
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
             augment(x, STUDENT_HSV, g)
-            _sync(device)
+            sync(device)
             best = min(best, time.perf_counter() - t)
         rows.append({"device": str(device), "batch": n, "size": size, "images_per_s": n / best})
     return rows
@@ -76,14 +77,41 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
         t = None
         for i, (x, y, _) in enumerate(it):
             if i == 1:  # the first step is warm-up
-                _sync(device)
+                sync(device)
                 t = time.perf_counter()
             with autocast(device):
                 loss = torch.nn.functional.cross_entropy(model(x).float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        _sync(device)
+        sync(device)
         rows.append({"device": str(device), "model": name, "params": mspec.params, "batch": batch,
                      "images_per_s": batch * steps / (time.perf_counter() - t)})
+    return rows
+
+
+TEACHER_COLUMNS = [("variant", "teacher", ""), ("spec", "spec", ""), ("params", "params", ",d"),
+                   ("epochs", "epochs", "d"), ("train_s", "train s", ".0f"), ("val_acc", "val %", ".2f"),
+                   ("test_acc", "test %", ".2f")]
+
+
+def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], seed: int = 0) -> list[dict]:
+    """Train teachers on the 40k split and report test accuracy against training wall time
+    (validation and test evaluation excluded). `runs`: (variant, epochs) pairs."""
+    import json
+    from pathlib import Path
+
+    from .teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+    from .train import METRICS
+
+    data = split_tensors(ds, SplitConfig(), device)
+    rows = []
+    for variant, epochs in runs:
+        cfg = teacher_config(variant, epochs=epochs, seed=seed)
+        d = Path(out) / f"{variant}-{epochs}ep-s{seed}"
+        r = train_teacher(ds, d, variant, None, cfg, device, data=data, progress=True)
+        history = [json.loads(line) for line in (d / METRICS).read_text().splitlines()]
+        rows.append({"variant": variant, "spec": r["spec"], "params": r["params"], "epochs": epochs,
+                     "train_s": sum(h["train_s"] for h in history), "val_acc": 100 * r["val_acc"],
+                     "test_acc": 100 * r["test_acc"]})
     return rows

@@ -49,8 +49,11 @@ def load_weights(path: Path, model: nn.Module, device="cpu") -> dict:
     return meta
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """`extra`: more tensors of the training state (e.g. lookahead weights), saved as `extra.*`."""
     tensors = {f"model.{k}": v for k, v in _contiguous(model.state_dict()).items()}
+    tensors.update({f"extra.{k}": v for k, v in _contiguous(extra or {}).items()})
     opt = optimizer.state_dict()
     for idx, pstate in opt["state"].items():
         for name, value in pstate.items():
@@ -62,7 +65,9 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     write_json(directory / SIDECAR, state)
 
 
-def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device) -> dict:
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device,
+                    extra: dict[str, torch.Tensor] | None = None) -> dict:
+    """Restore model and optimizer; fill the tensors of `extra` in place from `extra.*`."""
     path = directory / CHECKPOINT
     try:
         tensors = load_file(str(path), device=str(device))
@@ -71,6 +76,10 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise UserError(f"{path}: cannot resume from this checkpoint ({e})") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for k, v in (extra or {}).items():
+        if f"extra.{k}" not in tensors:
+            raise UserError(f"{path}: cannot resume: the checkpoint lacks extra.{k}")
+        v.copy_(tensors[f"extra.{k}"])
     opt_state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -123,10 +123,12 @@ def bench():
 @click.option("--size", default=32, show_default=True, help="Image side in pixels.")
 def bench_augment_cmd(device, batches, size):
     """Images/s of the batched augmentation on the chosen device."""
-    from .bench import AUGMENT_COLUMNS, bench_augment, format_table
+    from .bench import AUGMENT_COLUMNS, bench_augment, format_table, reference_line
     from .device import resolve_device
 
-    rows = bench_augment(resolve_device(device), tuple(batches) or (256, 1024, 8192), size)
+    dev = resolve_device(device)
+    click.echo(reference_line(dev))
+    rows = bench_augment(dev, tuple(batches) or (256, 1024, 8192), size)
     click.echo(format_table(rows, AUGMENT_COLUMNS))
 
 
@@ -247,10 +249,41 @@ def teacher_eval(data_path, device, directory):
 @click.option("--steps", default=5, show_default=True, help="Timed steps per model.")
 def bench_train_cmd(device, steps):
     """Training images/s for a few teacher and student sizes."""
-    from .bench import TRAIN_COLUMNS, bench_train, format_table
+    from .bench import TRAIN_COLUMNS, bench_train, format_table, reference_line
     from .device import resolve_device
 
-    click.echo(format_table(bench_train(resolve_device(device), steps), TRAIN_COLUMNS))
+    dev = resolve_device(device)
+    click.echo(reference_line(dev))
+    click.echo(format_table(bench_train(dev, steps), TRAIN_COLUMNS))
+    click.echo(reference_line(dev) + "  (after)")
+
+
+@bench.command("teacher")
+@data_option
+@device_option
+@click.option("--run", "runs", multiple=True, default=("fast:7",), show_default=True,
+              help="VARIANT:EPOCHS to train (repeatable), e.g. --run fast:7 --run bn:10.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench-teacher"), show_default=True,
+              help="Where the teachers are trained (re-running reuses finished ones).")
+def bench_teacher_cmd(data_path, device, runs, seed, out):
+    """Teacher test accuracy against training wall time, on the 40k training split."""
+    from .bench import TEACHER_COLUMNS, bench_teacher, format_table, reference_line
+    from .device import resolve_device
+    from .families import get_teacher
+
+    parsed = []
+    for r in runs:
+        variant, _, epochs = r.partition(":")
+        get_teacher(variant)
+        if not epochs.isdigit() or int(epochs) < 1:
+            raise UserError(f"--run {r!r}: expected VARIANT:EPOCHS, e.g. fast:7")
+        parsed.append((variant, int(epochs)))
+    dev = resolve_device(device)
+    click.echo(reference_line(dev))
+    rows = bench_teacher(_load(data_path), dev, out, parsed, seed)
+    click.echo(format_table(rows, TEACHER_COLUMNS))
+    click.echo(reference_line(dev) + "  (after)")
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:

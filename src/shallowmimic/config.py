@@ -55,7 +55,9 @@ def _coerce(tp, value, where):
         if value not in typing.get_args(tp):
             raise UserError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
         return value
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if tp is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise UserError(f"{where}: expected float, got {value!r}")
         return float(value)
     if tp in (int, str, bool) and type(value) is not tp:
         raise UserError(f"{where}: expected {tp.__name__}, got {value!r}")

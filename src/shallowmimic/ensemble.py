@@ -12,6 +12,7 @@ from .batches import predict_logits
 from .errors import UserError
 from .io import provenance, read_json, write_json
 from .models import load_model
+from .stats import encode_correct
 
 MANIFEST = "ensemble.json"
 
@@ -68,8 +69,10 @@ def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, 
         test_logits.append(predict_logits(model, data["x_test"], batch_size))
     y_val, y_test = data["y_val"].cpu(), data["y_test"].cpu()
     acc = lambda logits, y: (logits.argmax(1) == y).float().mean().item()  # noqa: E731
+    correct = lambda logits: encode_correct((logits.argmax(1) == y_test).numpy())  # noqa: E731
     rows = [{"dir": m["dir"], "spec": m["spec"], "params": m["params"],
-             "val_acc": acc(v, y_val), "test_acc": acc(t, y_test)}
+             "val_acc": acc(v, y_val), "test_acc": acc(t, y_test), "test_n": len(y_test),
+             "test_correct": correct(t)}
             for m, v, t in zip(members, val_logits, test_logits, strict=True)]
     manifest = {
         "k": k,
@@ -77,6 +80,7 @@ def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, 
         "params": sum(r["params"] for r in rows),
         "val_acc": acc(torch.stack(val_logits).mean(0), y_val),
         "test_acc": acc(torch.stack(test_logits).mean(0), y_test),
+        "test_n": len(y_test), "test_correct": correct(torch.stack(test_logits).mean(0)),
         "best_member": max(rows, key=lambda r: r["val_acc"]),  # chosen on validation, as always
         "candidates": len(teachers),
         "split_fingerprint": data["fingerprint"],

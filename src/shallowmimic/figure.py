@@ -23,12 +23,13 @@ def figure1(out: Path, mimic: dict, hard: dict, ensemble: dict | None, title: st
     for fam in STUDENTS:
         xs = list(paper.BUDGETS)
         ax.plot(xs, paper.MIMIC[fam], color=COLORS[fam], alpha=0.22, lw=1, ls="--")
-        pts = sorted((b, v) for (f, b), v in mimic.items() if f == fam)
+        pts = [v for (f, _), v in sorted(mimic.items()) if f == fam]
         if pts:
-            ax.plot([v["params"] for _, v in pts], [100 * v["test_acc"] for _, v in pts], "o-",
-                    color=COLORS[fam], label=f"{fam} (mimic)", lw=2)
+            ax.errorbar([v["params"] for v in pts], [100 * v["test_acc"] for v in pts], yerr=_yerr(pts),
+                        fmt="o-", color=COLORS[fam], label=f"{fam} (mimic)", lw=2, capsize=3)
     for (fam, _), v in sorted(hard.items()):
-        ax.plot([v["params"]], [100 * v["test_acc"]], "x", color=COLORS[fam], ms=9, mew=2)
+        ax.errorbar([v["params"]], [100 * v["test_acc"]], yerr=_yerr([v]), fmt="x", color=COLORS[fam], ms=9,
+                    mew=2, capsize=3)
     if hard:
         ax.plot([], [], "x", color="k", label="hard labels (same architecture)")
     for fam, acc in paper.HARD_10M.items():
@@ -48,7 +49,7 @@ def figure1(out: Path, mimic: dict, hard: dict, ensemble: dict | None, title: st
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.set_title(title or "Figure 1: shallow students mimicking a deep ensemble", fontsize=10)
     fig.text(0.01, 0.005, f"Each point: mean test accuracy of the (up to) {TOP} best models of a setting "
-             "by validation accuracy. Faint: the paper's numbers.", fontsize=7)
+             "by validation accuracy; bars: 95% bootstrap interval. Faint: the paper's numbers.", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     paths = []
     for ext in ("png", "svg"):
@@ -58,6 +59,14 @@ def figure1(out: Path, mimic: dict, hard: dict, ensemble: dict | None, title: st
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def _yerr(points: list[dict]):
+    """Asymmetric error bars (percent) from each point's bootstrap interval, if it has one."""
+    if not all("interval" in v for v in points):
+        return None
+    return [[100 * (v["test_acc"] - v["interval"].lo) for v in points],
+            [100 * (v["interval"].hi - v["test_acc"]) for v in points]]
 
 
 def search_plot(out: Path, searches: list[dict]) -> Path:

@@ -25,7 +25,7 @@ import click
 from .budget import format_budget, parse_budget
 from .config import config_hash
 from .data import load_dataset
-from .device import resolve_device
+from .device import machine_reference, resolve_device
 from .download import resolve_data_path
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
@@ -34,7 +34,7 @@ from .models import load_model
 from .report import build_report
 from .results import TOP
 from .students import StudentSetting, add_test_accuracy, train_student
-from .study import StudyConfig
+from .study import StudyConfig, deviations
 from .teachers import split_tensors, teacher_config, train_teacher
 from .train import Diverged, TrainConfig
 from .transfer import MANIFEST as TRANSFER_MANIFEST
@@ -104,9 +104,9 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
 
 def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfig:
     s = cfg.students
-    return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
+    return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr[loss], momentum=s.momentum,
                        schedule=s.schedule, loss=loss, seed=s.seed + repeat, weight_decay=0.0,
-                       grad_clip=s.grad_clip)
+                       grad_clip=s.grad_clip[loss])
 
 
 def overview(jobs: dict[str, list[Job]]) -> str:
@@ -123,13 +123,15 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     out = Path(out)
     ds = load_dataset(resolve_data_path(data_path))
     device = resolve_device(cfg.device)
+    reference = machine_reference(device)
     data = split_tensors(ds, cfg.data, device)
     data_id = {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(cfg.data),
                "fingerprint": data["fingerprint"]}
     jobs = plan(cfg, out, data_id)
     previous = _read_run(out)
     pending = any(not j.done() for js in jobs.values() for j in js)
-    echo(f"study '{cfg.name}' in {out} on {device} ({ds.source})\n{overview(jobs)}")
+    echo(f"study '{cfg.name}' in {out} on {device} ({ds.source}); machine reference {reference:,.0f} GFLOP/s "
+         f"(fp32 matmul)\n{overview(jobs)}")
 
     # 1. teachers
     teacher_dirs = _teachers_stage(cfg, jobs["teachers"], ds, out, device, data, progress, echo)
@@ -147,7 +149,8 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     tr_job = jobs["transfer"][0]
     if not tr_job.done():
         ensemble = Ensemble([load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]).eval()
-        tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize)
+        tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize,
+                              images=cfg.transfer.images)
         info = generate(ensemble, data["x_train"], tcfg, tr_job.dir,
                         {"ensemble": str(ens_job.dir), "split_fingerprint": data["fingerprint"]}, progress=progress)
         echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
@@ -167,6 +170,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
            "searches": [read_json(j.dir / SEARCH_JSON, "unfinished study") for js in jobs.values() for j in js
                         if j.stage == "search"],
            "ensemble": manifest, "transfer": str(tr_job.dir), "wall_s": wall, "notes": _notes(cfg, jobs),
+           "deviations": deviations(cfg), "machine_reference_gflops": round(reference, 1),
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
     report = build_report(out / "report", run)

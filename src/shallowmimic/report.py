@@ -14,6 +14,7 @@ from .figure import figure1, search_plot
 from .findings import check_findings
 from .io import atomic_path, provenance
 from .results import TOP, collect, setting_means, write_rows
+from .stats import bootstrap_diff, decode_correct
 
 
 def _pct(v) -> str:
@@ -36,8 +37,8 @@ def build_report(out: Path, run: dict) -> dict:
     rows = collect([Path(d) for d in run["teachers"] + run["students"]])
     ensemble = run.get("ensemble")
     mimic, hard = setting_means(rows, "mimic"), setting_means(rows, "hard")
-    findings = check_findings(mimic, hard, ensemble)
-    write_rows(out, rows, {"ensemble": ensemble, "findings": [f.__dict__ for f in findings],
+    findings = check_findings(_with_correct(mimic), _with_correct(hard), _ensemble_correct(ensemble))
+    write_rows(out, rows, {"ensemble": ensemble, "findings": [f.to_dict() for f in findings],
                            "provenance": provenance()})
     figure1(out, mimic, hard, ensemble, title=f"Figure 1 ({run.get('preset', 'study')} preset)")
 
@@ -46,8 +47,16 @@ def build_report(out: Path, run: dict) -> dict:
            f"total wall time {run.get('wall_s', 0) / 60:.1f} min. Accuracies in %; the paper's in parentheses.", ""]
     for note in run.get("notes", []):
         md += [f"> {note}", ""]
-    md += ["## Findings (PROTOCOL section 8)", ""] + [f"- **{f.status}** {f.number}. {f.claim}: {f.evidence}"
-                                                      for f in findings] + [""]
+    md += ["## Deviations from the protocol", ""] + [f"- {d}" for d in run.get("deviations", [])] + [""]
+    md += ["## Findings (PROTOCOL section 8)", "",
+           "Each comparison: difference of test accuracy (points) with its 95% paired-bootstrap interval over "
+           "test images (and over seeds where a setting has several models). PASS: every deciding comparison "
+           "is significant in the paper's direction; FAIL: some comparison is significantly reversed; "
+           "INCONCLUSIVE: neither. Guards (adjacent conv depths) must only not be significantly reversed.", ""]
+    for f in findings:
+        md.append(f"- **{f.status}** {f.number}. {f.claim}" + ("" if f.comparisons else f": {f.evidence}"))
+        md += [f"    - {c.line()}" for c in f.comparisons]
+    md.append("")
     teachers = [r for r in rows if r["role"] == "teacher"]
     md += ["## Teachers and ensemble", ""]
     t_rows = [[r["spec"], f"{r['params']:,}", _pct(r["val_acc"]), _pct(r["test_acc"]), str(r["epochs"])]
@@ -62,8 +71,8 @@ def build_report(out: Path, run: dict) -> dict:
 
     budgets = sorted({b for _, b in mimic} | {b for _, b in hard})
     md += ["## Students mimicking the ensemble (Table 2 layout, test accuracy)", "",
-           f"Each cell: mean of the {TOP} best models of the setting by validation (n = models averaged)."
-           " Paper values are at the paper's budgets.", ""]
+           f"Each cell: mean of the {TOP} best models of the setting by validation (n = models averaged), "
+           "with its 95% bootstrap interval. Paper values are at the paper's budgets.", ""]
     s_rows = []
     for fam in STUDENTS:
         if not any(f == fam for f, _ in mimic):
@@ -73,7 +82,7 @@ def build_report(out: Path, run: dict) -> dict:
             v = mimic.get((fam, b))
             col = _paper_col(b)
             ref = f" ({paper.MIMIC[fam][col]})" if col is not None else ""
-            cells.append(f"{_pct(v['test_acc'])} (n={v['n']}){ref}" if v else "")
+            cells.append(f"{_cell(v)} (n={v['n']}){ref}" if v else "")
         cells.append(" / ".join(str(x) for x in paper.MIMIC[fam]))
         s_rows.append(cells)
     md += _table(["student"] + [format_budget(b) for b in budgets] + ["paper 1M / 3.16M / 10M / 31.6M"], s_rows) + [""]
@@ -83,10 +92,12 @@ def build_report(out: Path, run: dict) -> dict:
     for (fam, b), h in sorted(hard.items()):
         m = mimic.get((fam, b))
         gap = f"{100 * (m['test_acc'] - h['test_acc']):+.2f}" if m else ""
+        if m and "correct" in m and "correct" in h:
+            gap = bootstrap_diff(m["correct"], h["correct"]).pct(signed=True)
         p_h = paper.HARD_10M.get(fam)
         p_m = paper.MIMIC[fam][2]
         ref = f"{p_h} / {p_m} / {p_m - p_h:+.2f}" if p_h else ""
-        h_rows.append([fam, format_budget(b), _pct(h["test_acc"]), _pct(m["test_acc"]) if m else "", gap, ref])
+        h_rows.append([fam, format_budget(b), _cell(h), _cell(m) if m else "", gap, ref])
     md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
                  h_rows) + [""]
     md += _search_section(out, run.get("searches") or [])
@@ -101,6 +112,26 @@ def build_report(out: Path, run: dict) -> dict:
     with atomic_path(out / "report.html") as tmp:
         tmp.write_text(_html(text, run.get("preset", "study")))
     return {"rows": rows, "findings": findings, "mimic": mimic, "hard": hard, "ensemble": ensemble}
+
+
+def _cell(v: dict) -> str:
+    """A setting's mean test accuracy with its bootstrap interval, when correctness is stored."""
+    return v["interval"].pct() if "interval" in v else _pct(v["test_acc"])
+
+
+def _with_correct(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if "correct" in v}
+
+
+def _ensemble_correct(manifest: dict | None) -> dict | None:
+    """The ensemble and its best member with decoded correctness (None for runs without it)."""
+    if not manifest or "test_correct" not in manifest:
+        return None
+    n = manifest["test_n"]
+    best = manifest["best_member"]
+    return {"k": manifest["k"], "test_acc": manifest["test_acc"],
+            "correct": decode_correct(manifest["test_correct"], n),
+            "best_member": {"test_acc": best["test_acc"], "correct": decode_correct(best["test_correct"], n)}}
 
 
 def _search_section(out: Path, searches: list[dict]) -> list[str]:

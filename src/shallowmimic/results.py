@@ -7,8 +7,11 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .config import config_hash
 from .io import atomic_path, write_json
+from .stats import bootstrap_mean, decode_correct
 
 COLUMNS = ("role", "family", "conv_layers", "budget", "params", "loss", "val_acc", "test_acc",
            "epochs", "wall_s", "device", "config_hash", "spec", "dir")
@@ -28,11 +31,14 @@ def collect(dirs: list[Path]) -> list[dict]:
             "val_acc": r["val_acc"], "test_acc": r["test_acc"], "epochs": r["epochs"], "wall_s": r["wall_s"],
             "device": r["device"], "config_hash": config_hash(r.get("config", {})), "spec": r["spec"],
             "dir": str(d),
+            # per-test-image correctness: used for the statistics, not written to results.csv
+            "correct": decode_correct(r["test_correct"], r["test_n"]) if "test_correct" in r else None,
         })
     return rows
 
 
 def write_rows(out: Path, rows: list[dict], extra: dict) -> None:
+    rows = [{k: r[k] for k in COLUMNS} for r in rows]
     with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -41,7 +47,8 @@ def write_rows(out: Path, rows: list[dict], extra: dict) -> None:
 
 
 def setting_means(rows: list[dict], loss: str) -> dict[tuple[str, int], dict]:
-    """(family, budget) -> mean test/val accuracy of the <= 5 best students by validation."""
+    """(family, budget) -> mean test/val accuracy of the <= 5 best students by validation, with
+    their correctness matrix (models x test images) and the accuracy's bootstrap interval."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         if r["role"] == "student" and r["loss"] == loss:
@@ -52,4 +59,7 @@ def setting_means(rows: list[dict], loss: str) -> dict[tuple[str, int], dict]:
         out[key] = {"test_acc": sum(r["test_acc"] for r in best) / len(best),
                     "val_acc": sum(r["val_acc"] for r in best) / len(best),
                     "n": len(best), "of": len(rs), "params": sum(r["params"] for r in best) / len(best)}
+        if all(r["correct"] is not None for r in best):
+            out[key]["correct"] = np.stack([r["correct"] for r in best])
+            out[key]["interval"] = bootstrap_mean(out[key]["correct"])
     return out

@@ -66,3 +66,11 @@ def linear_lr(progress: float, warmup: float = 0.1) -> float:
     if warmup > 0 and progress < warmup:
         return (progress + 1e-3) / warmup
     return max(0.0, (1.0 - progress) / (1.0 - warmup)) if warmup < 1 else 0.0
+
+
+def triangle_lr(progress: float, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
+    """airbench's schedule: linear from `start` up to 1 at `peak_at`, then linear down to
+    `end` at the last step (a one-cycle shape that stops short of zero)."""
+    if progress < peak_at:
+        return start + (1.0 - start) * progress / peak_at
+    return 1.0 + (end - 1.0) * min(1.0, (progress - peak_at) / (1.0 - peak_at))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .arch import BuildOptions
-from .batches import evaluate
+from .batches import test_record
 from .budget import format_budget
 from .data import Dataset
 from .errors import UserError
@@ -55,14 +55,14 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
     model = mspec.build(device, cfg.seed)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out,
                  desc=f"{setting.family}@{format_budget(setting.budget)} {setting.loss}", progress=progress)
-    test_acc = evaluate(model, data["x_test"], data["y_test"]) if evaluate_test else None
+    test = test_record(model, data["x_test"], data["y_test"]) if evaluate_test else {}
     summary = {
         "role": "student", "family": setting.family, "conv_layers": get_student(setting.family).conv_layers,
         "budget": setting.budget, "params": mspec.params, "spec": solved.spec, "loss": setting.loss,
-        "val_acc": result.best_val_acc, "test_acc": test_acc,
+        "val_acc": result.best_val_acc, "test_acc": test.get("test_acc"),
         "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped": result.stopped,
         "wall_s": round(result.wall_s, 1), "device": str(device), "seed": cfg.seed,
-        "setting": asdict(setting), "config": asdict(cfg), "provenance": provenance(),
+        "setting": asdict(setting), "config": asdict(cfg), "provenance": provenance(), **test,
     }
     write_json(out / "result.json", summary)
     return summary
@@ -74,6 +74,6 @@ def add_test_accuracy(directory: Path, data: dict) -> float:
     result = read_json(path, "unfinished student")
     if result.get("test_acc") is None:
         model, _ = load_model(directory, data["x_test"].device)
-        result["test_acc"] = evaluate(model, data["x_test"], data["y_test"])
+        result.update(test_record(model, data["x_test"], data["y_test"]))
         write_json(path, result)
     return result["test_acc"]

@@ -36,6 +36,33 @@ class TransferStageConfig:
     epochs: int = 160
     seed: int = 0
     materialize: bool = False
+    images: int = 0  # images per epoch (a fresh random subset of the split each epoch); 0: all
+
+
+@dataclass(frozen=True)
+class LossLR:
+    """Each student loss gets its own learning rate: the L2 logit loss and cross-entropy have
+    gradients of different scales, so one shared rate would favour one of them."""
+
+    mimic: float = 0.01
+    hard: float = 0.01
+    kd: float = 0.01
+
+    def __getitem__(self, loss: str) -> float:
+        return getattr(self, loss)
+
+
+@dataclass(frozen=True)
+class LossClip:
+    """Gradient-norm clipping per loss (0: none). L2 on logits has unbounded gradients and can
+    diverge without it; cross-entropy's are bounded, so hard-label students are not clipped."""
+
+    mimic: float = 5.0
+    hard: float = 0.0
+    kd: float = 0.0
+
+    def __getitem__(self, loss: str) -> float:
+        return getattr(self, loss)
 
 
 @dataclass(frozen=True)
@@ -47,12 +74,12 @@ class StudentsConfig:
     repeats: int = 1  # models per setting (seeds); the report averages the best 5
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.01
+    lr: LossLR = field(default_factory=LossLR)
     momentum: float = 0.9
     schedule: str = "plateau"
     init_scale: float = 1.0
     input_scale: float = 1.0
-    grad_clip: float = 5.0  # L2 on logits has unbounded gradients; clipping keeps it from diverging
+    grad_clip: LossClip = field(default_factory=LossClip)
     seed: int = 0
 
 
@@ -98,6 +125,43 @@ class StudyConfig:
         if self.transfer.epochs < 1 or self.students.repeats < 1:
             raise UserError("transfer.epochs and students.repeats must be at least 1")
         return self
+
+
+def deviations(cfg: StudyConfig) -> list[str]:
+    """Every way this configuration departs from the paper's protocol (PROTOCOL.md), in words,
+    for the report: a reader must not have to diff configs to know what was not reproduced."""
+    from .budget import PAPER_BUDGETS
+
+    t, s, tr, search = cfg.teachers, cfg.students, cfg.transfer, cfg.search
+    out = list(get_teacher(t.variant).deviations)
+    if not search.teacher_trials:
+        out.append(f"no teacher search: {t.count} teachers with fixed settings, {t.epochs} epochs each "
+                   "(paper: 129 searched teachers)")
+    if cfg.ensemble.k != 16:
+        out.append(f"the ensemble has {cfg.ensemble.k} teachers (paper: 16)")
+    if cfg.data.train_limit or cfg.data.val_limit:
+        out.append(f"reduced data: {cfg.data.train_limit or 'all'} training and {cfg.data.val_limit or 'all'} "
+                   "validation images of the 40k/10k split")
+    if tr.epochs != 160 or tr.images:
+        out.append(f"the transfer set has {tr.epochs} epochs of {tr.images or 'all'} images "
+                   "(paper: 160 epochs of the 40k training images)")
+    if s.epochs > tr.epochs:
+        out.append(f"students train {s.epochs} epochs over {tr.epochs} stored transfer epochs, so they see "
+                   "each stored epoch more than once")
+    if not search.student_trials:
+        lrs = ", ".join(f"{loss} {s.lr[loss]:g}" for loss in s.losses + ("hard",) * bool(s.hard_budgets))
+        out.append(f"no student search: fixed learning rates ({lrs}), momentum {s.momentum:g}, the middle of "
+                   f"the paper's width ranges, {s.repeats} model(s) per setting (paper: 20 searched, best 5)")
+    if s.schedule != "plateau":
+        out.append(f"students use the {s.schedule} schedule for {s.epochs} epochs, not the plateau schedule")
+    clipped = [loss for loss in dict.fromkeys(s.losses + ("hard",)) if s.grad_clip[loss] > 0]
+    if clipped:
+        out.append("gradient-norm clipping for " + ", ".join(f"{loss} students at {s.grad_clip[loss]:g}"
+                                                             for loss in clipped) + " (not in the paper)")
+    off = [b for b in s.budgets + s.hard_budgets if parse_budget(b) not in PAPER_BUDGETS.values()]
+    if off:
+        out.append(f"budgets {', '.join(dict.fromkeys(off))} are not the paper's (1M, 3.16M, 10M, 31.6M)")
+    return out
 
 
 PRESETS = ("smoke", "quick", "paper")

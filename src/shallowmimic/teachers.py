@@ -7,15 +7,17 @@ from pathlib import Path
 
 import torch
 
-from .arch import parse_spec
+from .arch import init_whitening, parse_spec
 from .augment import TEACHER_HSV, HSVConstants
-from .batches import AugmentedBatches, evaluate
+from .batches import AugmentedBatches, evaluate, prepare, test_record
 from .data import Dataset
 from .families import get_teacher
 from .io import provenance, write_json
 from .models import ModelSpec, load_model, save_model_spec
 from .preprocess import make_split
 from .train import TrainConfig, fit
+
+WHITEN_IMAGES = 5000  # training images whose 2x2 patches set the whitening stem
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ def teacher_config(variant: str, **overrides) -> TrainConfig:
     """The variant's training defaults, with any overrides."""
     v = get_teacher(variant)
     base = TrainConfig(schedule=v.schedule, lr=v.lr, momentum=v.momentum, weight_decay=v.weight_decay,
-                       batch_size=v.batch_size, label_smoothing=v.label_smoothing, loss="hard")
+                       batch_size=v.batch_size, label_smoothing=v.label_smoothing, loss="hard",
+                       bias_lr_scale=v.bias_lr_scale, lookahead=v.lookahead, val_every=v.val_every)
     return replace(base, **{k: val for k, val in overrides.items() if val is not None})
 
 
@@ -68,15 +71,17 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
     save_model_spec(out, mspec, {"data": ds.source, "split": asdict(split),
                                  "split_fingerprint": data["fingerprint"], "hsv": asdict(hsv)})
     model = mspec.build(device, cfg.seed)
-    batches = AugmentedBatches(data["x_train"], data["y_train"], hsv, cfg.batch_size, cfg.seed)
+    init_whitening(model, prepare(data["x_train"][:WHITEN_IMAGES], device))  # a no-op without a stem
+    batches = AugmentedBatches(data["x_train"], data["y_train"], None if v.translate else hsv, cfg.batch_size,
+                               cfg.seed, translate=v.translate)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out, resume=resume,
                  desc=f"teacher {spec}", progress=progress)
-    test_acc = evaluate(model, data["x_test"], data["y_test"], cfg.eval_batch_size) if evaluate_test else None
+    test = test_record(model, data["x_test"], data["y_test"], cfg.eval_batch_size) if evaluate_test else {}
     summary = {"role": "teacher", "family": variant, "spec": spec, "params": mspec.params,
-               "val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
+               "val_acc": result.best_val_acc, "test_acc": test.get("test_acc"), "best_epoch": result.best_epoch,
                "epochs": result.epochs, "stopped": result.stopped, "wall_s": round(result.wall_s, 1),
                "images_per_s": round(result.images_per_s, 1), "device": str(device),
-               "config": asdict(cfg), "provenance": provenance()}
+               "config": asdict(cfg), "provenance": provenance(), **test}
     write_json(out / "result.json", summary)
     return summary
 

@@ -23,7 +23,7 @@ from .device import autocast, memory_format
 from .errors import UserError
 from .io import atomic_path, provenance
 from .losses import make_loss
-from .schedule import Plateau, linear_lr
+from .schedule import Plateau, linear_lr, triangle_lr
 
 METRICS = "metrics.jsonl"
 
@@ -35,8 +35,11 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: Literal["plateau", "linear"] = "plateau"
+    schedule: Literal["plateau", "linear", "triangle"] = "plateau"
     warmup: float = 0.1  # linear schedule: fraction of steps spent warming up
+    bias_lr_scale: float = 1.0  # biases (1-d parameters) train at lr x this, with weight decay / this
+    lookahead: bool = False  # airbench's lookahead: every 5 steps, pull weights toward a slow EMA
+    val_every: int = 1  # validate every N epochs (and always after the last); plateau needs 1
     loss: Literal["hard", "mimic", "kd"] = "hard"
     label_smoothing: float = 0.0
     kd_temperature: float = 4.0
@@ -47,13 +50,15 @@ class TrainConfig:
     grad_clip: float = 0.0  # > 0: clip the gradient's global L2 norm to this (stabilizes L2 mimic training)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"train.lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise UserError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.schedule == "plateau" and self.val_every != 1:
+            raise UserError("train.val_every must be 1 with the plateau schedule (it reads every epoch's error)")
 
 
 class Diverged(UserError):
@@ -80,8 +85,8 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
     out = Path(out)
     device = next(model.parameters()).device
     model.to(memory_format=memory_format(device))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
+    lookahead = Lookahead(model) if cfg.lookahead else None
     loss_fn = make_loss(cfg.loss, cfg.label_smoothing, cfg.kd_temperature, cfg.kd_alpha)
     plateau = Plateau()
     state: dict = {"epoch": 0, "history": [], "best_val_acc": -1.0, "best_epoch": -1,
@@ -90,7 +95,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         if not resume:
             raise UserError(f"{out}: already holds a training run; pass --resume to continue it "
                             "or choose another --out")
-        state = load_checkpoint(out, model, opt, device)
+        state = load_checkpoint(out, model, opt, device, lookahead.tensors if lookahead else None)
         plateau = Plateau.from_state(state["plateau"])
     out.mkdir(parents=True, exist_ok=True)
     if state["finished"]:
@@ -108,24 +113,31 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
+        clipped = torch.zeros((), device=device)  # steps whose gradient norm exceeded grad_clip
         n_images = 0
         inner = tqdm(batches.epoch(epoch), total=steps, leave=False, disable=not progress,
                      desc=f"epoch {epoch + 1}", dynamic_ncols=True)
         for i, (x, y, z) in enumerate(inner):
+            step = epoch * steps + i
             if cfg.schedule == "plateau":
                 lr = cfg.lr * plateau.scale
+            elif cfg.schedule == "triangle":
+                lr = cfg.lr * triangle_lr(step / total_steps)
             else:
-                lr = cfg.lr * linear_lr((epoch * steps + i) / total_steps, cfg.warmup)
+                lr = cfg.lr * linear_lr(step / total_steps, cfg.warmup)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             with autocast(device):
                 out_logits = model(x)
             loss = loss_fn(out_logits, y, z)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                clipped += norm > cfg.grad_clip
             opt.step()
+            if lookahead is not None and (step + 1) % Lookahead.EVERY == 0:
+                lookahead.step((step + 1) / total_steps)
             loss_sum += loss.detach()
             n_images += len(x)
             if i % 50 == 0 or i == steps - 1:
@@ -137,15 +149,20 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         train_s = time.perf_counter() - t0
         if not math.isfinite(loss_sum.item()):
             raise Diverged(f"{desc}: training diverged in epoch {epoch + 1} (non-finite loss); lower the learning rate")
-        val_acc = evaluate(model, val_images, val_labels, cfg.eval_batch_size)
+        last = epoch + 1 == cfg.epochs
+        if lookahead is not None and last:
+            lookahead.finish()
+        validate = last or (epoch + 1) % cfg.val_every == 0
+        val_acc = evaluate(model, val_images, val_labels, cfg.eval_batch_size) if validate else None
         if cfg.schedule == "plateau":
             plateau.step(1.0 - val_acc)
-        if val_acc > state["best_val_acc"]:
+        if val_acc is not None and val_acc > state["best_val_acc"]:
             state["best_val_acc"], state["best_epoch"] = val_acc, epoch + 1
             save_weights(out / BEST, model, {"epoch": epoch + 1, "val_acc": val_acc})
         state["history"].append({
             "epoch": epoch + 1, "train_loss": loss_sum.item() / steps, "val_acc": val_acc,
             "lr": lr, "train_s": round(train_s, 3), "images_per_s": round(n_images / train_s, 1),
+            "clipped": round(clipped.item() / steps, 4) if cfg.grad_clip > 0 else None,
         })
         state["epoch"] = epoch + 1
         state["wall_s"] += time.perf_counter() - t0
@@ -154,15 +171,52 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         state["stopped"] = plateau.stopped
         state["finished"] = bool(plateau.stopped) or epoch + 1 == cfg.epochs
         state.update(record)
-        save_checkpoint(out, model, opt, state)
+        save_checkpoint(out, model, opt, state, lookahead.tensors if lookahead else None)
         _write_metrics(out, state["history"])
         bar.update(1)
-        bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}", val=f"{val_acc:.4f}",
-                        best=f"{state['best_val_acc']:.4f}")
+        bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}",
+                        val="-" if val_acc is None else f"{val_acc:.4f}", best=f"{state['best_val_acc']:.4f}")
         if plateau.stopped:
             break
     bar.close()
     return _finish(model, out, state, device)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """Nesterov SGD over the trainable parameters; biases (1-d) in their own group at
+    lr x bias_lr_scale and weight decay / bias_lr_scale (airbench trains BN shifts 64x faster)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    biases = [p for p in params if p.ndim <= 1]
+    weights = [p for p in params if p.ndim > 1]
+    s = cfg.bias_lr_scale
+    groups = [{"params": weights, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": biases, "weight_decay": cfg.weight_decay / s, "lr_scale": s}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.momentum > 0)
+
+
+class Lookahead:
+    """airbench's lookahead: a slow copy of the weights (and BN statistics); every EVERY steps
+    slow <- decay * slow + (1 - decay) * fast and then fast <- slow, with decay = 0.95^5 *
+    progress^3, so it does nothing early and smooths strongly at the end, where the final
+    weights become the slow ones."""
+
+    EVERY = 5
+
+    def __init__(self, model: torch.nn.Module):
+        self.live = {k: v for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+        self.tensors = {k: v.detach().clone() for k, v in self.live.items()}
+
+    @torch.no_grad()
+    def step(self, progress: float, decay: float | None = None) -> None:
+        decay = 0.95 ** self.EVERY * progress ** 3 if decay is None else decay
+        for k, fast in self.live.items():
+            slow = self.tensors[k]
+            slow.lerp_(fast, 1.0 - decay)
+            fast.copy_(slow)
+
+    def finish(self) -> None:
+        self.step(1.0, decay=1.0)
 
 
 def _finish(model, out: Path, state: dict, device) -> TrainResult:

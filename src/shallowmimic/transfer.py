@@ -13,6 +13,7 @@ atomically and skipped when present, so a killed generation continues where it s
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class TransferConfig:
     seed: int = 0
     batch_size: int = 1000  # inference batch
     materialize: bool = False
+    images: int = 0  # images per epoch, a fresh random subset of the split each epoch; 0: all
 
 
 def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: TransferConfig, out: Path,
@@ -57,7 +59,11 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = train_images.device
-    n, size = len(train_images), train_images.shape[1]
+    split_n, size = len(train_images), train_images.shape[1]
+    if not 0 <= cfg.images <= split_n:
+        raise UserError(f"transfer images per epoch must be between 1 and the split's {split_n} (0: all), "
+                        f"got {cfg.images}")
+    n = cfg.images or split_n
     bar = tqdm(range(cfg.epochs), desc="transfer set", unit="ep", disable=not progress, dynamic_ncols=True)
     for e in bar:
         path = out / shard_name(e)
@@ -66,7 +72,7 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
         if stop_after is not None and e >= stop_after:
             raise KeyboardInterrupt(f"stopped before epoch {e}")
         g = torch.Generator().manual_seed(seed_for(cfg.seed, "transfer", e))
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(split_n, generator=g)[:n]
         record = sample_params(n, size, hsv, g)
         logits, rendered = [], []
         for i in range(0, n, cfg.batch_size):
@@ -88,7 +94,8 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
     classes = load_file(str(out / shards[0]))["logits"].shape[1]
     stored = sum((out / s).stat().st_size for s in shards)
     manifest = {
-        "epochs": cfg.epochs, "images_per_epoch": n, "image_size": size, "classes": classes,
+        "epochs": cfg.epochs, "images_per_epoch": n, "split_images": split_n, "image_size": size,
+        "classes": classes,
         "seed": cfg.seed, "hsv": asdict(hsv),
         "shards": {s: file_digest(out / s) for s in shards},
         "bytes": stored, "materialized_bytes": cfg.epochs * n * size * size * 3,
@@ -116,13 +123,14 @@ class TransferBatches:
                  batch_size: int):
         self.dir = Path(directory)
         self.manifest = read_manifest(self.dir)
-        if self.manifest["images_per_epoch"] != len(train_images):
-            raise UserError(f"{directory}: transfer set has {self.manifest['images_per_epoch']} images per "
-                            f"epoch but the training split has {len(train_images)}; regenerate it")
+        split_n = self.manifest.get("split_images", self.manifest["images_per_epoch"])
+        if split_n != len(train_images):
+            raise UserError(f"{directory}: transfer set was drawn from a training split of {split_n} images "
+                            f"but this split has {len(train_images)}; regenerate it")
         self.images, self.labels, self.batch_size = train_images, train_labels, batch_size
 
     def __len__(self) -> int:
-        return max(1, len(self.images) // self.batch_size)
+        return max(1, self.manifest["images_per_epoch"] // self.batch_size)
 
     def shard(self, e: int) -> dict[str, torch.Tensor]:
         return load_file(str(self.dir / shard_name(e % self.manifest["epochs"])))
@@ -130,10 +138,30 @@ class TransferBatches:
     def epoch(self, e: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         s = self.shard(e)
         device = self.images.device
-        order, record = s["order"].long(), AugParams(s["hsv"], s["geom"])
+        order = s["order"].long().to(device)
         logits = s["logits"].to(device)
+        rendered = self._rendered(e % self.manifest["epochs"], order, AugParams(s["hsv"], s["geom"]))
         bs = min(self.batch_size, len(order))
         for i in range(len(self)):
             sl = slice(i * bs, (i + 1) * bs)
-            idx = order[sl].to(device)
-            yield render(self.images[idx], record[sl]), self.labels[idx], logits[sl].float()
+            yield rendered[sl], self.labels[order[sl]], logits[sl].float()
+
+    def _rendered(self, e: int, order: torch.Tensor, record: AugParams) -> torch.Tensor:
+        """Stored epoch `e`, rendered once per process and shared by every student trained in
+        it (the students of a study replay the same epochs), within a memory budget."""
+        key = (str(self.dir.resolve()), e, str(self.images.device))
+        if key in _RENDERED:
+            _RENDERED.move_to_end(key)
+            return _RENDERED[key]
+        x = render(self.images[order], record)
+        if x.numel() * x.element_size() <= RENDER_CACHE_BYTES:
+            _RENDERED[key] = x
+            while sum(t.numel() * t.element_size() for t in _RENDERED.values()) > RENDER_CACHE_BYTES:
+                _RENDERED.popitem(last=False)
+        return x
+
+
+#: Rendered transfer epochs kept in memory (least recently used dropped first). Rendering is
+#: exact, so a cached epoch is bit-identical to a fresh one.
+RENDER_CACHE_BYTES = 3 * 2**30
+_RENDERED: OrderedDict[tuple, torch.Tensor] = OrderedDict()
