@@ -78,3 +78,13 @@ def real_data() -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"CI run without real data: set {REAL_DATA_ENV} to cifar10.npz")
     pytest.skip(f"set {REAL_DATA_ENV} to a CIFAR-10 .npz to run the real-data tests")
+
+
+@pytest.fixture(autouse=True)
+def _fp32_by_default():
+    """Unit tests run in float32 unless they ask otherwise (the CLI sets the run's precision)."""
+    from shallowmimic.device import set_precision
+
+    set_precision("fp32")
+    yield
+    set_precision("fp32")

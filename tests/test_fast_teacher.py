@@ -149,3 +149,45 @@ def test_clipping_is_counted_per_epoch(tmp_path):
     assert r.history[0]["clipped"] is None
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["clipped"] == 1.0
+
+
+def test_bf16_training_is_repeatable(tmp_path):
+    """bf16 autocast (the default on AMX CPUs) still gives the same weights for the same seed."""
+    from shallowmimic.device import set_precision
+
+    set_precision("bf16")
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.1, schedule="triangle", lookahead=True, seed=2)
+    nets = []
+    for name in ("a", "b"):
+        net = fast_net()
+        fit(net, AugmentedBatches(x, y, None, 16, seed=2, translate=2), x[:32], y[:32], cfg, tmp_path / name,
+            progress=False)
+        nets.append(net)
+    for (k, a), (_, b) in zip(nets[0].state_dict().items(), nets[1].state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_threads_are_set_explicitly(monkeypatch):
+    from shallowmimic.device import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SHALLOWMIMIC_THREADS", "1")
+        assert configure_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("SHALLOWMIMIC_THREADS", "two")
+        with pytest.raises(UserError, match="SHALLOWMIMIC_THREADS"):
+            configure_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bench_teacher_rejects_a_bad_run_spec():
+    from click.testing import CliRunner
+
+    from shallowmimic.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "teacher", "--run", "fast-5"])
+    assert r.exit_code == 1 and "unknown teacher variant 'fast-5'" in r.output
+    r = CliRunner().invoke(main, ["bench", "teacher", "--run", "fast:x"])
+    assert r.exit_code == 1 and "expected VARIANT:EPOCHS" in r.output

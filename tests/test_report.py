@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -5,7 +7,6 @@ from shallowmimic.config import from_dict
 from shallowmimic.errors import UserError
 from shallowmimic.findings import check_findings
 from shallowmimic.study import PRESETS, StudyConfig, load_study
-
 
 N = 10_000
 
@@ -83,3 +84,44 @@ def test_config_rejects_unknown_keys_and_wrong_types():
         load_study("quick", ["students.lr=0.5"])
     with pytest.raises(UserError, match=r"students.lr.mimic: expected float, got 'abc'"):
         load_study("quick", ["students.lr.mimic=abc"])
+
+
+def test_quick_preset_names_its_deviations():
+    from shallowmimic.study import deviations
+
+    text = " | ".join(deviations(load_study("quick")))
+    for needle in ("batch norm", "label smoothing", "triangular schedule", "no teacher search", "3 teachers",
+                   "6 epochs of 20000 images", "linear schedule", "gradient-norm clipping for mimic",
+                   "budgets 100k, 300k", "test-time augmentations (flip)"):
+        assert needle in text, needle
+    assert "clipping for hard" not in text  # hard-label students are not clipped
+    paper = " | ".join(deviations(load_study("paper")))
+    assert "batch norm" not in paper and "budgets" not in paper
+
+
+def test_per_loss_settings_reach_the_students():
+    from shallowmimic.pipeline import student_train_config
+
+    cfg = load_study("quick", ["students.lr.hard=0.07", "students.grad_clip.mimic=2.5"])
+    mimic, hard = student_train_config(cfg, "mimic", 0), student_train_config(cfg, "hard", 0)
+    assert (mimic.lr, mimic.grad_clip) == (cfg.students.lr.mimic, 2.5)
+    assert (hard.lr, hard.grad_clip) == (0.07, 0.0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ('transfer.tta="rotate"', "transfer.tta"), ('precision="fp16"', "precision"),
+    ("students.grad_clip.hard=true", "expected float"),
+])
+def test_new_fields_are_validated(override, message):
+    with pytest.raises(UserError, match=message):
+        load_study("quick", [override])
+
+
+def test_teacher_label_smoothing_override_is_reported_and_keyed():
+    from shallowmimic.pipeline import plan
+    from shallowmimic.study import deviations
+
+    base, off = load_study("quick"), load_study("quick", ["teachers.label_smoothing=0.0"])
+    assert "label smoothing 0," in " | ".join(deviations(off))
+    dirs = lambda cfg: [j.dir for j in plan(cfg, Path("runs/x"), {"d": 1})["teachers"]]  # noqa: E731
+    assert set(dirs(base)).isdisjoint(dirs(off))  # different teachers, different directories

@@ -108,3 +108,39 @@ def test_ensemble_averages_logits():
     with torch.no_grad():
         expected = (ens.members[0](x) + ens.members[1](x)) / 2
     assert torch.allclose(ens(x), expected)
+
+
+def test_images_per_epoch_draws_a_fresh_subset(tmp_path, images):
+    x, y = images
+    m = generate(tiny_ensemble(), x, TransferConfig(epochs=2, seed=1, images=20), tmp_path, {}, progress=False)
+    assert (m["images_per_epoch"], m["split_images"]) == (20, 50)
+    batches = TransferBatches(tmp_path, x, y, batch_size=10)
+    assert len(batches) == 2
+    orders = [batches.shard(e)["order"] for e in range(2)]
+    assert all(len(o) == len(set(o.tolist())) == 20 for o in orders) and not torch.equal(*orders)
+    with pytest.raises(UserError, match="between 1 and the split's 50"):
+        generate(tiny_ensemble(), x, TransferConfig(epochs=1, images=51), tmp_path / "bad", {}, progress=False)
+
+
+def test_rendered_epochs_are_cached_and_identical(tmp_path, images):
+    from shallowmimic import transfer
+
+    x, y = images
+    generate(tiny_ensemble(), x, TransferConfig(epochs=2, seed=2), tmp_path, {}, progress=False)
+    transfer._RENDERED.clear()
+    first = torch.cat([b[0] for b in TransferBatches(tmp_path, x, y, 10).epoch(1)])
+    assert len(transfer._RENDERED) == 1  # a second student in this process reuses the render
+    again = torch.cat([b[0] for b in TransferBatches(tmp_path, x, y, 10).epoch(1)])
+    s = TransferBatches(tmp_path, x, y, 10).shard(1)
+    from shallowmimic.augment import AugParams
+
+    fresh = render(x[s["order"].long()], AugParams(s["hsv"], s["geom"]))
+    assert torch.equal(first, fresh) and torch.equal(again, fresh)
+    old = transfer.RENDER_CACHE_BYTES
+    try:  # an epoch larger than the budget is rendered but not kept
+        transfer.RENDER_CACHE_BYTES = 10
+        transfer._RENDERED.clear()
+        list(TransferBatches(tmp_path, x, y, 10).epoch(0))
+        assert not transfer._RENDERED
+    finally:
+        transfer.RENDER_CACHE_BYTES = old

@@ -292,6 +292,14 @@ def build(arch: Arch, channels: int, size: int, classes: int, opts: BuildOptions
 TTA_MODES = ("none", "flip", "flip-translate")
 
 
+def with_tta(net: nn.Module, mode: str) -> nn.Module:
+    """The same weights under another test-time augmentation."""
+    if mode not in TTA_MODES:
+        raise UserError(f"unknown test-time augmentation {mode!r} (known: {', '.join(TTA_MODES)})")
+    inner = net.net if isinstance(net, TTA) else net
+    return TTA(inner, mode).train(inner.training) if mode != "none" else inner
+
+
 class TTA(nn.Module):
     """In eval mode, averages the logits over flipped (and, with flip-translate, also 1-pixel
     shifted) views, as airbench does; in training mode it is the plain network."""

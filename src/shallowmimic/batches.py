@@ -32,14 +32,16 @@ def prepare(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 class AugmentedBatches:
     """Shuffled, online-augmented minibatches of labelled images (teachers, hard-label runs).
 
-    With `translate` > 0 the augmentation is the fast teachers' light one (alternating flip and
-    a shift of up to `translate` pixels) instead of the paper's HSV + flip + crop-rescale.
+    With `translate` > 0 the augmentation is the fast teachers' light one (a flip, alternating
+    across epochs with `alternate`, and a shift of up to `translate` pixels) instead of the
+    paper's HSV + flip + crop-rescale.
     An epoch's augmentation parameters are drawn in one go, then sliced per batch."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, hsv: HSVConstants | None,
-                 batch_size: int, seed: int, translate: int = 0):
+                 batch_size: int, seed: int, translate: int = 0, alternate: bool = True):
         self.images, self.labels = images, labels
         self.hsv, self.batch_size, self.seed, self.translate = hsv, batch_size, seed, translate
+        self.alternate = alternate
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -54,7 +56,10 @@ class AugmentedBatches:
         bs = min(self.batch_size, n)
         used = len(self) * bs
         if self.translate:
-            flips = alternating_flips(n, e, torch.Generator().manual_seed(seed_for(self.seed, "flips")))[order]
+            if self.alternate:
+                flips = alternating_flips(n, e, torch.Generator().manual_seed(seed_for(self.seed, "flips")))[order]
+            else:
+                flips = torch.rand(n, generator=g) < 0.5
             shifts = torch.randint(0, 2 * self.translate + 1, (2, used), generator=g)
         elif self.hsv is not None:
             record = sample_params(used, size, self.hsv, g)

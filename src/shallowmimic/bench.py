@@ -48,8 +48,8 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
                      + [line(c) for c in cells])
 
 
-TRAIN_COLUMNS = [("device", "device", ""), ("model", "model", ""), ("params", "params", ",d"),
-                 ("batch", "batch", "d"), ("images_per_s", "train images/s", ",.0f")]
+TRAIN_COLUMNS = [("device", "device", ""), ("precision", "precision", ""), ("model", "model", ""),
+                 ("params", "params", ",d"), ("batch", "batch", "d"), ("images_per_s", "train images/s", ",.0f")]
 
 
 def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[dict]:
@@ -58,12 +58,14 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
     from .arch import parse_spec
     from .augment import STUDENT_HSV
     from .batches import AugmentedBatches
-    from .device import autocast, memory_format
+    from .device import autocast, memory_format, precision
     from .families import STUDENT_OPTIONS, STUDENTS, TEACHERS, default_free, solve_student
     from .models import ModelSpec
 
     models = [(f"teacher-{v.name}", v.default_spec, v.options) for v in TEACHERS.values()]
-    for fam, budget in (("mlp1", 1_000_000), ("conv1", 1_000_000), ("conv4", 1_000_000), ("conv4", 300_000)):
+    students = [("mlp1", 1_000_000), ("conv1", 1_000_000), ("conv4", 1_000_000), ("conv4", 300_000)]
+    students += [(f, 100_000) for f in ("mlp1", "conv1", "conv2", "conv3", "conv4")]  # the quick preset's
+    for fam, budget in students:
         s = solve_student(STUDENTS[fam], budget, default_free(STUDENTS[fam], budget))
         models.append((f"{fam}@{budget / 1e6:g}M", s.spec, STUDENT_OPTIONS))
     images = torch.randint(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=torch.uint8, device=device)
@@ -85,13 +87,14 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
             loss.backward()
             opt.step()
         sync(device)
-        rows.append({"device": str(device), "model": name, "params": mspec.params, "batch": batch,
-                     "images_per_s": batch * steps / (time.perf_counter() - t)})
+        rows.append({"device": str(device), "precision": precision(device), "model": name, "params": mspec.params,
+                     "batch": batch, "images_per_s": batch * steps / (time.perf_counter() - t)})
     return rows
 
 
 TEACHER_COLUMNS = [("variant", "teacher", ""), ("spec", "spec", ""), ("params", "params", ",d"),
-                   ("epochs", "epochs", "d"), ("train_s", "train s", ".0f"), ("val_acc", "val %", ".2f"),
+                   ("epochs", "epochs", "d"), ("train_s", "train s", ".0f"), ("tta", "test-time aug.", ""),
+                   ("val_acc", "val %", ".2f"),
                    ("test_acc", "test %", ".2f")]
 
 
@@ -101,6 +104,9 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
     import json
     from pathlib import Path
 
+    from .arch import TTA_MODES, with_tta
+    from .batches import evaluate
+    from .models import load_model
     from .teachers import SplitConfig, split_tensors, teacher_config, train_teacher
     from .train import METRICS
 
@@ -111,7 +117,13 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
         d = Path(out) / f"{variant}-{epochs}ep-s{seed}"
         r = train_teacher(ds, d, variant, None, cfg, device, data=data, progress=True)
         history = [json.loads(line) for line in (d / METRICS).read_text().splitlines()]
-        rows.append({"variant": variant, "spec": r["spec"], "params": r["params"], "epochs": epochs,
-                     "train_s": sum(h["train_s"] for h in history), "val_acc": 100 * r["val_acc"],
-                     "test_acc": 100 * r["test_acc"]})
+        row = {"variant": variant, "spec": r["spec"], "params": r["params"], "epochs": epochs,
+               "train_s": sum(h["train_s"] for h in history)}
+        # the same weights under each test-time augmentation (evaluation only, no retraining)
+        model, meta = load_model(d, device)
+        for tta in TTA_MODES:
+            m = with_tta(model, tta).eval()
+            rows.append({**row, "tta": tta + (" (variant's)" if tta == meta["options"]["tta"] else ""),
+                         "val_acc": 100 * evaluate(m, data["x_val"], data["y_val"]),
+                         "test_acc": 100 * evaluate(m, data["x_test"], data["y_test"])})
     return rows

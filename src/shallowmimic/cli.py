@@ -41,7 +41,18 @@ def data_option(f):
     )(f)
 
 
+def _set_precision(ctx, param, value):
+    from .device import set_precision
+
+    set_precision(value)
+
+
 def device_option(f):
+    f = click.option(
+        "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+        expose_value=False, callback=_set_precision,
+        help="bf16 autocast or float32; auto: bf16 on CUDA and on CPUs with AMX, else fp32.",
+    )(f)
     return click.option(
         "--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."
     )(f)
@@ -58,6 +69,9 @@ def _load(data_path):
 @click.version_option(package_name="shallowmimic")
 def main():
     """Shallow students mimicking deep CNN ensembles on CIFAR-10 (Urban et al., ICLR 2017)."""
+    from .device import configure_threads
+
+    configure_threads()
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -362,7 +376,8 @@ def student():
 @click.option("--loss", type=click.Choice(["mimic", "hard", "kd"]), default="mimic", show_default=True)
 @click.option("--init-scale", default=1.0, show_default=True)
 @click.option("--input-scale", default=1.0, show_default=True)
-@click.option("--grad-clip", default=5.0, show_default=True, help="Clip the gradient norm (0: off).")
+@click.option("--grad-clip", type=float, default=None,
+              help="Clip the gradient norm (0: off). Default: the loss's own (mimic 5, hard and kd off).")
 @click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @train_options
@@ -379,7 +394,10 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 
     setting = StudentSetting(family, parse_budget(budget), loss, parse_free(family, widths), init_scale, input_scale)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, schedule=schedule)
-    cfg = TrainConfig(loss=loss, seed=seed, grad_clip=grad_clip, **{k: v for k, v in given.items() if v is not None})
+    from .study import LossClip
+
+    clip = LossClip()[loss] if grad_clip is None else grad_clip
+    cfg = TrainConfig(loss=loss, seed=seed, grad_clip=clip, **{k: v for k, v in given.items() if v is not None})
     if (out / "checkpoint.safetensors").exists() and not resume:
         raise UserError(f"{out}: already holds a training run; pass --resume or choose another --out")
     r = train_student(_load(data_path), transfer_dir, setting, cfg, out, resolve_device(device),
@@ -398,14 +416,17 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set students.epochs=5 (repeatable).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the preset's).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="bf16 autocast or float32 (default: the preset's, auto: bf16 on CUDA and AMX CPUs).")
 @click.option("--no-progress", is_flag=True)
-def run_cmd(data_path, preset, out, overrides, device, no_progress):
+def run_cmd(data_path, preset, out, overrides, device, precision, no_progress):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
     Re-running the same command resumes; finished work is skipped."""
     from .pipeline import run_study
     from .study import load_study
 
-    ov = list(overrides) + ([f'device="{device}"'] if device else [])
+    ov = list(overrides) + ([f'device="{device}"'] if device else []) + \
+        ([f'precision="{precision}"'] if precision else [])
     run_study(load_study(preset, ov), out, data_path, progress=not no_progress)
 
 

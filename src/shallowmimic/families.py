@@ -45,7 +45,8 @@ class TeacherVariant:
     label_smoothing: float = 0.0
     bias_lr_scale: float = 1.0
     lookahead: bool = False
-    translate: int = 0  # > 0: light augmentation (alternating flip, shifts up to this many pixels)
+    translate: int = 0  # > 0: light augmentation (flips, shifts up to this many pixels)
+    alternating_flip: bool = True  # light augmentation: alternate each image's flip across epochs
     val_every: int = 1
     deviations: tuple[str, ...] = ()  # how it departs from PROTOCOL section 3, for the report
 
@@ -66,7 +67,7 @@ TEACHERS: dict[str, TeacherVariant] = {
         "64x learning rate for biases, lookahead, label smoothing 0.2, alternating flip and "
         "2-pixel shifts, a triangular schedule, flip test-time augmentation.",
         options=BuildOptions(batchnorm=True, activation="gelu", dirac_init=True, head_scale=1 / 9, tta="flip"),
-        default_spec="24w@2-32g-64g-128g-gmp",
+        default_spec="24w@2-64g-128g-256g-gmp",
         # airbench's hyperparameters (lr 11.5, wd 0.0153 per 1024 summed examples, momentum
         # 0.85) converted to a batch-mean loss at batch 512
         schedule="triangle", lr=0.75, momentum=0.85, weight_decay=1.95e-6, batch_size=512,

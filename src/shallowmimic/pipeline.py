@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
+import torch
 
+from .arch import with_tta
 from .budget import format_budget, parse_budget
 from .config import config_hash
 from .data import load_dataset
-from .device import machine_reference, resolve_device
+from .device import machine_reference, precision, resolve_device, set_precision
 from .download import resolve_data_path
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
@@ -74,7 +76,8 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
         teachers.append(Job("search", f"teacher study ({search.teacher_trials} trials)", out / "trials" / name, p))
     for i in range(0 if search.teacher_trials else t.count):
         p = {"data": data_id, "variant": t.variant, "spec": t.specs[i % len(t.specs)] if t.specs else "",
-             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i}
+             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i,
+             **({"label_smoothing": t.label_smoothing} if t.label_smoothing >= 0 else {})}
         teachers.append(Job("teacher", f"teacher {i}", out / "teachers" / f"t{i:02d}-{config_hash(p)}", p))
     ens_p = {"k": cfg.ensemble.k, "teachers": [j.dir.name for j in teachers]}
     ensemble = Job("ensemble", f"ensemble of {cfg.ensemble.k}", out / "ensemble" / config_hash(ens_p), ens_p)
@@ -123,6 +126,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     out = Path(out)
     ds = load_dataset(resolve_data_path(data_path))
     device = resolve_device(cfg.device)
+    set_precision(cfg.precision)
     reference = machine_reference(device)
     data = split_tensors(ds, cfg.data, device)
     data_id = {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(cfg.data),
@@ -130,8 +134,8 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     jobs = plan(cfg, out, data_id)
     previous = _read_run(out)
     pending = any(not j.done() for js in jobs.values() for j in js)
-    echo(f"study '{cfg.name}' in {out} on {device} ({ds.source}); machine reference {reference:,.0f} GFLOP/s "
-         f"(fp32 matmul)\n{overview(jobs)}")
+    echo(f"study '{cfg.name}' in {out} on {device}, {precision(device)} ({ds.source}); "
+         f"machine reference {reference:,.0f} GFLOP/s (fp32 matmul)\n{overview(jobs)}")
 
     # 1. teachers
     teacher_dirs = _teachers_stage(cfg, jobs["teachers"], ds, out, device, data, progress, echo)
@@ -148,7 +152,10 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     # 3. transfer set
     tr_job = jobs["transfer"][0]
     if not tr_job.done():
-        ensemble = Ensemble([load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]).eval()
+        members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
+        if cfg.transfer.tta != "model":
+            members = [with_tta(m, cfg.transfer.tta) for m in members]
+        ensemble = Ensemble(members).eval()
         tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize,
                               images=cfg.transfer.images)
         info = generate(ensemble, data["x_train"], tcfg, tr_job.dir,
@@ -171,6 +178,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
                         if j.stage == "search"],
            "ensemble": manifest, "transfer": str(tr_job.dir), "wall_s": wall, "notes": _notes(cfg, jobs),
            "deviations": deviations(cfg), "machine_reference_gflops": round(reference, 1),
+           "precision": precision(device), "threads": torch.get_num_threads(),
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
     report = build_report(out / "report", run)
@@ -199,9 +207,11 @@ def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress,
     for job in jobs:
         if job.done():
             continue
+        smoothing = cfg.teachers.label_smoothing if cfg.teachers.label_smoothing >= 0 else None
         tcfg = teacher_config(cfg.teachers.variant, epochs=cfg.teachers.epochs, seed=job.params["seed"],
                               batch_size=cfg.teachers.batch_size or None, lr=cfg.teachers.lr or None,
-                              schedule=cfg.teachers.schedule or None)
+                              schedule=cfg.teachers.schedule or None,
+                              label_smoothing=smoothing)
         train_teacher(ds, job.dir, cfg.teachers.variant, job.params["spec"] or None, tcfg, device, cfg.data,
                       progress=progress, data=data)
     return [j.dir for j in jobs]

@@ -171,8 +171,9 @@ def _html(markdown: str, title: str) -> str:
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{_inline(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.lstrip().startswith("- "):
+            nested = ' style="margin-left:2em"' if line.startswith(" ") else ""
+            body.append(f"<li{nested}>{_inline(line.lstrip()[2:])}</li>")
         elif line.startswith("> "):
             body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
         elif line.startswith("!["):

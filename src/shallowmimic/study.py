@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .arch import TTA_MODES
 from .budget import parse_budget
 from .config import apply_overrides, from_dict, load_toml
+from .device import PRECISIONS
 from .errors import UserError
 from .families import get_student, get_teacher
 from .losses import LOSSES
@@ -23,6 +25,7 @@ class TeachersConfig:
     batch_size: int = 0  # 0: the variant's default (likewise lr, schedule)
     lr: float = 0.0
     schedule: str = ""
+    label_smoothing: float = -1.0  # < 0: the variant's
     seed: int = 0  # teacher i uses seed + i
 
 
@@ -37,6 +40,7 @@ class TransferStageConfig:
     seed: int = 0
     materialize: bool = False
     images: int = 0  # images per epoch (a fresh random subset of the split each epoch); 0: all
+    tta: str = "model"  # test-time augmentation of the ensemble's logits: model (the teachers' own) | none | flip | ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class SearchStageConfig:
 class StudyConfig:
     name: str = "study"
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA and on CPUs with AMX)
     data: SplitConfig = field(default_factory=SplitConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
@@ -108,6 +113,8 @@ class StudyConfig:
     search: SearchStageConfig = field(default_factory=SearchStageConfig)
 
     def validate(self) -> StudyConfig:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         get_teacher(self.teachers.variant)
         for f in self.students.families:
             get_student(f)
@@ -120,6 +127,8 @@ class StudyConfig:
         if not 1 <= self.ensemble.k <= pool:
             raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and the number of teachers "
                             f"({pool}: teachers.count, or search.teacher_trials when searching)")
+        if self.transfer.tta != "model" and self.transfer.tta not in TTA_MODES:
+            raise UserError(f"transfer.tta: {self.transfer.tta!r} is not one of model, {', '.join(TTA_MODES)}")
         if self.search.sampler not in ("gp", "tpe", "random"):
             raise UserError(f"search.sampler: {self.search.sampler!r} is not one of gp, tpe, random")
         if self.transfer.epochs < 1 or self.students.repeats < 1:
@@ -134,6 +143,9 @@ def deviations(cfg: StudyConfig) -> list[str]:
 
     t, s, tr, search = cfg.teachers, cfg.students, cfg.transfer, cfg.search
     out = list(get_teacher(t.variant).deviations)
+    if t.label_smoothing >= 0:
+        out = [d.replace(f"label smoothing {get_teacher(t.variant).label_smoothing:g}",
+                         f"label smoothing {t.label_smoothing:g}") for d in out]
     if not search.teacher_trials:
         out.append(f"no teacher search: {t.count} teachers with fixed settings, {t.epochs} epochs each "
                    "(paper: 129 searched teachers)")
@@ -145,6 +157,10 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if tr.epochs != 160 or tr.images:
         out.append(f"the transfer set has {tr.epochs} epochs of {tr.images or 'all'} images "
                    "(paper: 160 epochs of the 40k training images)")
+    labelling = get_teacher(t.variant).options.tta if tr.tta == "model" else tr.tta
+    if labelling != "none":
+        out.append(f"the ensemble's logits on the transfer set are averaged over test-time augmentations "
+                   f"({labelling}); the paper labels each image once")
     if s.epochs > tr.epochs:
         out.append(f"students train {s.epochs} epochs over {tr.epochs} stored transfer epochs, so they see "
                    "each stored epoch more than once")

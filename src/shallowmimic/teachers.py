@@ -73,7 +73,7 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
     model = mspec.build(device, cfg.seed)
     init_whitening(model, prepare(data["x_train"][:WHITEN_IMAGES], device))  # a no-op without a stem
     batches = AugmentedBatches(data["x_train"], data["y_train"], None if v.translate else hsv, cfg.batch_size,
-                               cfg.seed, translate=v.translate)
+                               cfg.seed, translate=v.translate, alternate=v.alternating_flip)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out, resume=resume,
                  desc=f"teacher {spec}", progress=progress)
     test = test_record(model, data["x_test"], data["y_test"], cfg.eval_batch_size) if evaluate_test else {}

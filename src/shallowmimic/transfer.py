@@ -149,7 +149,7 @@ class TransferBatches:
     def _rendered(self, e: int, order: torch.Tensor, record: AugParams) -> torch.Tensor:
         """Stored epoch `e`, rendered once per process and shared by every student trained in
         it (the students of a study replay the same epochs), within a memory budget."""
-        key = (str(self.dir.resolve()), e, str(self.images.device))
+        key = (str(self.dir.resolve()), e, self.manifest["shards"][shard_name(e)], str(self.images.device))
         if key in _RENDERED:
             _RENDERED.move_to_end(key)
             return _RENDERED[key]
