@@ -57,16 +57,13 @@ class LossLR:
 
 
 @dataclass(frozen=True)
-class LossClip:
+class LossClip(LossLR):
     """Gradient-norm clipping per loss (0: none). L2 on logits has unbounded gradients and can
     diverge without it; cross-entropy's are bounded, so hard-label students are not clipped."""
 
     mimic: float = 5.0
     hard: float = 0.0
     kd: float = 0.0
-
-    def __getitem__(self, loss: str) -> float:
-        return getattr(self, loss)
 
 
 @dataclass(frozen=True)
