@@ -9,6 +9,7 @@ convolutions 2-3x faster there: see `shallowmimic bench train`), float32 elsewhe
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 
 import torch
@@ -49,7 +50,9 @@ def configure_threads(threads: int = 0) -> int:
     return threads
 
 
+@functools.cache
 def cpu_has_amx() -> bool:
+    """Read once per process: `autocast` asks on every training step."""
     try:
         with open("/proc/cpuinfo") as f:
             return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
