@@ -111,6 +111,7 @@ def test_per_loss_settings_reach_the_students():
 @pytest.mark.parametrize("override, message", [
     ('transfer.tta="rotate"', "transfer.tta"), ('precision="fp16"', "precision"),
     ("students.grad_clip.hard=true", "expected float"),
+    ('students.hard_families=["mlp2"]', "students.hard_families"),
 ])
 def test_new_fields_are_validated(override, message):
     with pytest.raises(UserError, match=message):
@@ -125,3 +126,15 @@ def test_teacher_label_smoothing_override_is_reported_and_keyed():
     assert "label smoothing 0," in " | ".join(deviations(off))
     dirs = lambda cfg: [j.dir for j in plan(cfg, Path("runs/x"), {"d": 1})["teachers"]]  # noqa: E731
     assert set(dirs(base)).isdisjoint(dirs(off))  # different teachers, different directories
+
+
+def test_hard_label_twins_only_for_hard_families():
+    from shallowmimic.pipeline import plan
+
+    def twins(cfg):
+        return sorted(j.name for j in plan(cfg, Path("runs/x"), {"d": 1})["students"] if "hard" in j.name)
+
+    every = load_study("quick", ["students.hard_families=[]"])
+    convs = load_study("quick", ['students.hard_families=["conv1","conv2","conv3","conv4"]'])
+    assert len(twins(every)) == len(every.students.families)
+    assert len(twins(convs)) == 4 and not any("mlp" in t for t in twins(convs))

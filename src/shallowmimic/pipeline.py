@@ -86,7 +86,8 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
                    out / "transfer" / config_hash(tr_p), tr_p)
     s = cfg.students
     settings = [(f, b, loss) for loss in s.losses for b in s.budgets for f in s.families]
-    settings += [(f, b, "hard") for b in s.hard_budgets for f in s.families if (f, b, "hard") not in settings]
+    settings += [(f, b, "hard") for b in s.hard_budgets for f in s.hard_families or s.families
+                 if (f, b, "hard") not in settings]
     students = []
     for fam, budget, loss in settings:
         if search.student_trials:

@@ -71,7 +71,8 @@ class StudentsConfig:
     families: tuple[str, ...] = ("mlp1", "conv1", "conv2", "conv3", "conv4")
     budgets: tuple[str, ...] = ("1M",)
     losses: tuple[str, ...] = ("mimic",)
-    hard_budgets: tuple[str, ...] = ()  # hard-label twins of every family at these budgets
+    hard_budgets: tuple[str, ...] = ()  # hard-label twins at these budgets ...
+    hard_families: tuple[str, ...] = ()  # ... of these families (empty: every family)
     repeats: int = 1  # models per setting (seeds); the report averages the best 5
     epochs: int = 30
     batch_size: int = 128
@@ -115,6 +116,10 @@ class StudyConfig:
         get_teacher(self.teachers.variant)
         for f in self.students.families:
             get_student(f)
+        for f in self.students.hard_families:
+            if f not in self.students.families:
+                raise UserError(f"students.hard_families: {f!r} is not one of students.families "
+                                f"({', '.join(self.students.families)})")
         for b in self.students.budgets + self.students.hard_budgets:
             parse_budget(b)
         for loss in self.students.losses:
