@@ -96,8 +96,21 @@ def test_hsv_parameters_within_their_ranges():
     for i, bound in enumerate((c.dh, c.ds, c.dv)):
         assert p[:, i].abs().max() <= bound + 1e-3 and p[:, i].abs().max() > 0.95 * bound
     for i, a in ((3, c.as_), (4, c.av)):
-        assert p[:, i].min() >= 1 / (1 + a) - 1e-3 and p[:, i].max() <= 1 + a + 1e-3
-        assert abs(p[:, i].log().mean().item()) < 0.01  # symmetric: 1/(1+a) as likely as 1+a
+        lo, hi = 1 / (1 + a), 1 + a
+        assert p[:, i].min() >= lo - 1e-3 and p[:, i].max() <= hi + 1e-3
+        # PROTOCOL section 2: U(1/(1+a), 1+a), uniform in the scale itself (issue 9 item 6)
+        assert abs(p[:, i].mean().item() - (lo + hi) / 2) < 0.003
+        quarters = torch.histc(p[:, i], bins=4, min=lo, max=hi)
+        assert quarters.min() > 0.9 * quarters.mean()
+
+
+def test_log_uniform_scales_are_an_option():
+    c = A.HSVConstants(**{**A.STUDENT_HSV.__dict__, "scales": "log-uniform"})
+    p = A.sample_params(20_000, 32, c, torch.Generator().manual_seed(0)).hsv.float()
+    for i in (3, 4):
+        assert abs(p[:, i].log().mean().item()) < 0.01  # symmetric in log space
+    with pytest.raises(ValueError, match="uniform or log-uniform"):
+        A.HSVConstants(0.1, 0.1, 0.1, 0.1, 0.1, scales="normal")
 
 
 def test_outputs_stay_in_range():

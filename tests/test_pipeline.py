@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -17,16 +18,33 @@ def mtimes(root):
     return {p: p.stat().st_mtime_ns for p in root.rglob("*.safetensors")}
 
 
-@pytest.fixture(scope="module")
-def smoke(real_data, tmp_path_factory):
+SYNTHETIC = {"n_train": 1700, "n_test": 200, "val_size": 500}
+
+
+@pytest.fixture(scope="module", params=["synthetic", "real"])
+def smoke(request, tmp_path_factory):
+    """The smoke study, on 32x32 synthetic data everywhere and on a slice of the real
+    CIFAR-10 where it is available (always in CI). Yields (out, output, data args, test size)."""
+    import numpy as np
+
+    from .conftest import tiny_arrays
+
+    if request.param == "real":
+        data = ["--data", request.getfixturevalue("real_data")]
+        n_test = 10_000
+    else:
+        path = tmp_path_factory.mktemp("data") / "synthetic.npz"
+        np.savez(path, **tiny_arrays(n_train=SYNTHETIC["n_train"], n_test=SYNTHETIC["n_test"], size=32))
+        data = ["--data", path, "--set", f"data.val_size={SYNTHETIC['val_size']}"]
+        n_test = SYNTHETIC["n_test"]
     out = tmp_path_factory.mktemp("study")
-    r = run("run", "--preset", "smoke", "--out", out, "--data", real_data, "--device", "cpu", "--no-progress")
+    r = run("run", "--preset", "smoke", "--out", out, *data, "--device", "cpu", "--no-progress")
     assert r.exit_code == 0, r.output
-    return out, r.output
+    return out, r.output, data, n_test
 
 
 def test_smoke_study_writes_the_report(smoke):
-    out, output = smoke
+    out, output, _, n_test = smoke
     rep = out / "report"
     for name in ("results.csv", "results.json", "report.md", "report.html", "figure1.png", "figure1.svg"):
         assert (rep / name).stat().st_size > 0, name
@@ -51,7 +69,7 @@ def test_smoke_study_writes_the_report(smoke):
     for r in students:
         result = json.loads((out / r["dir"] / "result.json").read_text()
                             if not r["dir"].startswith("/") else open(r["dir"] + "/result.json").read())
-        assert result["test_n"] == 10_000 and len(result["test_correct"]) == 1668  # 1250 bytes, base64
+        assert result["test_n"] == n_test and len(result["test_correct"]) == 4 * math.ceil(math.ceil(n_test / 8) / 3)
     ens = json.loads(next(out.glob("ensemble/*/ensemble.json")).read_text())
     assert "test_correct" in ens and "test_correct" in ens["best_member"]
     assert "## Deviations from the protocol" in md and "label smoothing" in md
@@ -60,20 +78,20 @@ def test_smoke_study_writes_the_report(smoke):
     assert all(f["status"] == "N/A" or f["comparisons"] for f in findings)
 
 
-def test_rerun_does_no_training(smoke, real_data):
-    out, _ = smoke
+def test_rerun_does_no_training(smoke):
+    out, _, data, _ = smoke
     before = mtimes(out)
-    r = run("run", "--preset", "smoke", "--out", out, "--data", real_data, "--device", "cpu", "--no-progress")
+    r = run("run", "--preset", "smoke", "--out", out, *data, "--device", "cpu", "--no-progress")
     assert r.exit_code == 0, r.output
     assert "teachers    2/2 done" in r.output and "students    6/6 done" in r.output
     assert "student 1/6" not in r.output
     assert mtimes(out) == before
 
 
-def test_changed_setting_recomputes_only_what_depends_on_it(smoke, real_data):
-    out, _ = smoke
+def test_changed_setting_recomputes_only_what_depends_on_it(smoke):
+    out, _, data, _ = smoke
     before = mtimes(out)
-    r = run("run", "--preset", "smoke", "--out", out, "--data", real_data, "--device", "cpu", "--no-progress",
+    r = run("run", "--preset", "smoke", "--out", out, *data, "--device", "cpu", "--no-progress",
             "--set", "students.epochs=1", "--set", 'students.families=["conv1"]', "--set", "students.hard_budgets=[]")
     assert r.exit_code == 0, r.output
     after = mtimes(out)
@@ -82,8 +100,8 @@ def test_changed_setting_recomputes_only_what_depends_on_it(smoke, real_data):
     assert new and all("students" in str(p) and "conv1" in str(p) for p in new)
 
 
-def test_unknown_override_is_a_one_line_error(real_data, tmp_path):
-    r = run("run", "--preset", "smoke", "--out", tmp_path, "--data", real_data, "--set", "students.epoch=3")
+def test_unknown_override_is_a_one_line_error(tiny_npz, tmp_path):
+    r = run("run", "--preset", "smoke", "--out", tmp_path, "--data", tiny_npz, "--set", "students.epoch=3")
     assert r.exit_code == 1
     assert "unknown key(s) epoch" in r.output and "known: families" in r.output
     r = run("run", "--preset", "nope", "--out", tmp_path)
@@ -122,10 +140,11 @@ def test_run_with_searches_on_tiny_data(tmp_path):
     assert r.exit_code == 0 and mtimes(out) == before
 
 
-def test_stage_commands_on_the_smoke_study(smoke, real_data, tmp_path):
+def test_stage_commands_on_the_smoke_study(smoke, tmp_path):
     """ensemble -> transfer -> student train -> report, each as its own command."""
-    out, _ = smoke
-    common = ["--data", real_data, "--device", "cpu", "--train-limit", "1000", "--val-limit", "500"]
+    out, _, data, _ = smoke
+    val_size = ["--val-size", str(SYNTHETIC["val_size"])] if "--set" in data else []
+    common = [*data[:2], "--device", "cpu", "--train-limit", "1000", "--val-limit", "500", *val_size]
     r = run("ensemble", "--teachers", out / "teachers", "--k", "2", "--out", tmp_path / "ens", *common)
     assert r.exit_code == 0, r.output
     assert "ensemble of 2" in r.output
@@ -143,9 +162,121 @@ def test_stage_commands_on_the_smoke_study(smoke, real_data, tmp_path):
     r = run(*student)
     assert r.exit_code == 1 and "pass --resume" in r.output
     other = [a if a != tmp_path / "s" else tmp_path / "s2" for a in student[:-len(common)]]
-    r = run(*other, "--data", real_data, "--device", "cpu")  # another split than the transfer set
+    r = run(*other, *data[:2], "--device", "cpu", *val_size)  # another split than the transfer set
     assert r.exit_code == 1 and "regenerate it" in r.output
     r = run("report", out)
     assert r.exit_code == 0 and "wrote" in r.output
     r = run("report", tmp_path)
     assert r.exit_code == 1 and "not a study directory" in r.output
+
+
+@pytest.fixture
+def synthetic_args(tmp_path):
+    import numpy as np
+
+    from .conftest import tiny_arrays
+
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=700, n_test=50, size=32))
+    sets = ["data.val_size=200", "data.train_limit=0", "data.val_limit=0", "teachers.epochs=1",
+            "transfer.epochs=1", "students.epochs=1", 'students.families=["conv1"]', "students.hard_budgets=[]"]
+    return ["run", "--preset", "smoke", "--out", tmp_path / "study", "--data", tmp_path / "d.npz", "--device", "cpu",
+            "--no-progress"] + [x for s in sets for x in ("--set", s)]
+
+
+def test_diverged_teacher_stops_the_study_with_its_name(synthetic_args):
+    """Issue 9 item 5: a teacher cannot be dropped silently; nothing is marked, so it is retried."""
+    r = run(*synthetic_args, "--set", "teachers.lr=1e9", "--set", "teachers.batch_size=64")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith("Error: teacher 0 diverged, so the study stops")
+    assert not list((synthetic_args[4] / "teachers").rglob("failed.json"))
+
+
+def test_failed_student_stays_failed_until_retry_failed(synthetic_args):
+    """Issue 9 item 5: failed.json keeps a diverged student failed; --retry-failed trains it again."""
+    diverge = ["--set", "students.lr.mimic=1e9", "--set", "students.grad_clip.mimic=0.0"]
+    r = run(*synthetic_args, *diverge)
+    assert r.exit_code == 0 and "failed:" in r.output
+    marker = next((synthetic_args[4] / "students").rglob("failed.json"))
+    r = run(*synthetic_args, *diverge)
+    assert "retrying" not in r.output and "student 1/1" not in r.output
+    r = run(*synthetic_args, *diverge, "--retry-failed")
+    assert "retrying failed job conv1-50k-mimic-r0" in r.output and "student 1/1" in r.output
+    assert marker.exists()  # the same settings fail the same way again
+
+
+def test_tune_with_zero_trials_is_an_error(tiny_npz, tmp_path):
+    r = run("tune", "teacher", "--data", tiny_npz, "--out", tmp_path, "--trials", "0", "--device", "cpu")
+    assert r.exit_code == 1 and "trials must be at least 1" in r.output
+
+
+def test_only_the_best_by_validation_see_the_test_set(tmp_path, monkeypatch):
+    """Issue 9 item 11: with more trials than the report keeps, the others never touch test."""
+    import numpy as np
+
+    from shallowmimic import pipeline, results
+
+    from .conftest import tiny_arrays
+
+    monkeypatch.setattr(pipeline, "TOP", 1)
+    monkeypatch.setattr(results, "TOP", 1)
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=240, n_test=30, size=8, classes=3))
+    sets = ["data.val_size=40", "data.train_limit=0", "data.val_limit=0", "teachers.epochs=1", "ensemble.k=2",
+            "search.student_trials=3", "search.startup=3", "search.heartbeat=5", "students.epochs=1",
+            'students.families=["conv1"]', 'students.budgets=["20k"]', "students.hard_budgets=[]",
+            'teachers.specs=["8c-mp-16fc"]', 'teachers.variant="bn"']
+    r = run("run", "--preset", "smoke", "--out", tmp_path / "s", "--data", tmp_path / "d.npz", "--device", "cpu",
+            "--no-progress", *[x for s in sets for x in ("--set", s)])
+    assert r.exit_code == 0, r.output
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "s" / "trials").rglob("result.json")]
+    assert len(trials) == 3
+    seen = [t for t in trials if t.get("test_acc") is not None]
+    assert len(seen) == 1 and seen[0]["val_acc"] == max(t["val_acc"] for t in trials)
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', () => {
+  const images = [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]);
+  document.body.setAttribute('data-check', JSON.stringify(
+    {images, tables: document.querySelectorAll('table').length, nested: document.querySelectorAll('li li').length}));
+});
+</script>"""
+
+
+def _chromium():
+    import os
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("CI run without chromium (.ci/run installs Debian's package)")
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    return found
+
+
+def test_report_html_in_a_headless_browser(smoke):
+    """Issue 9 item 12: every figure loads and every table renders in a real browser."""
+    import html
+    import re
+    import subprocess
+
+    out, _, _, _ = smoke
+    browser = _chromium()
+    rep = out / "report"
+    md = (rep / "report.md").read_text()
+    page = (rep / "report.html").read_text().replace("</body>", CHECK_SCRIPT + "</body>")
+    (rep / "check.html").write_text(page)
+    try:
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                              "--dump-dom", (rep / "check.html").as_uri()],
+                             capture_output=True, text=True, timeout=120).stdout
+    finally:
+        (rep / "check.html").unlink()
+    found = re.search(r'data-check="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    check = json.loads(html.unescape(found.group(1)))
+    wanted = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(src for src, _ in check["images"]) == sorted(wanted) and "figure1.png" in wanted
+    assert all(ok for _, ok in check["images"]), check["images"]  # each image actually loaded
+    assert check["tables"] == sum(line.startswith("|---") or line.startswith("| ---") for line in md.splitlines())
+    assert check["nested"] > 0  # the findings' comparisons under each verdict

@@ -132,9 +132,19 @@ def test_hard_label_twins_only_for_hard_families():
     from shallowmimic.pipeline import plan
 
     def twins(cfg):
-        return sorted(j.name for j in plan(cfg, Path("runs/x"), {"d": 1})["students"] if "hard" in j.name)
+        return {j.params["family"] for j in plan(cfg, Path("runs/x"), {"d": 1})["students"] if "hard" in j.name}
 
     every = load_study("quick", ["students.hard_families=[]"])
     convs = load_study("quick", ['students.hard_families=["conv1","conv2","conv3","conv4"]'])
-    assert len(twins(every)) == len(every.students.families)
-    assert len(twins(convs)) == 4 and not any("mlp" in t for t in twins(convs))
+    assert twins(every) == set(every.students.families)
+    assert twins(convs) == {"conv1", "conv2", "conv3", "conv4"}
+
+
+def test_cycled_transfer_epochs_are_a_named_deviation():
+    """Issue 9 item 7: students trained longer than the stored transfer set say so in the report."""
+    from shallowmimic.study import deviations
+
+    assert not any("more than once" in d for d in deviations(load_study("quick")))
+    cycled = deviations(load_study("quick", ["students.epochs=500", "transfer.epochs=160"]))
+    assert any("students train 500 epochs over 160 stored transfer epochs" in d for d in cycled)
+    assert any("more than once" in d for d in deviations(load_study("paper")))  # 500 over 160

@@ -147,3 +147,69 @@ def test_teacher_cli_train_eval_and_resume(tmp_path):
     assert model_json["spec"] == "8c-mp-8c-mp-16fc" and model_json["options"]["batchnorm"] is True
     r = CliRunner().invoke(main, ["teacher", "eval", "--data", str(tmp_path / "d.npz"), str(out)])
     assert r.exit_code == 0 and "test" in r.output
+
+
+@pytest.mark.parametrize("change", [{"lr": 0.1}, {"epochs": 4}, {"loss": "kd"}])
+@pytest.mark.parametrize("finished", [False, True])
+def test_resume_under_changed_settings_is_refused(tmp_path, change, finished):
+    """Issue 9 item 3: a checkpoint continues only under the config it recorded."""
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="linear")
+    batches = AugmentedBatches(x, y, None, 16, 0)
+    if finished:
+        fit(new_model(), batches, x, y, cfg, tmp_path, progress=False)
+    else:
+        with pytest.raises(Crash):
+            fit(new_model(), CrashingBatches(batches, at=1), x, y, cfg, tmp_path, progress=False)
+    recorded = (tmp_path / "checkpoint.json").read_text()
+    with pytest.raises(UserError, match=f"other settings \\({next(iter(change))} "):
+        fit(new_model(), batches, x, y, TrainConfig(**{**cfg.__dict__, **change}), tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.json").read_text() == recorded  # the record is untouched
+    fit(new_model(), batches, x, y, TrainConfig(**{**cfg.__dict__, "eval_batch_size": 7}), tmp_path,
+        progress=False)  # what does not change the training may differ
+
+
+def test_best_weights_and_their_score_survive_a_crash_between_them(tmp_path, monkeypatch):
+    """Issue 9 item 4: new best weights are committed by the checkpoint that records their score."""
+    from safetensors import safe_open
+
+    import shallowmimic.train as train
+
+    x, y = tiny_data(n=192)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="linear")
+    batches = AugmentedBatches(x, y, None, 16, 0)
+    real, calls = train.save_checkpoint, []
+
+    def dies_after_a_later_best(*a, **k):
+        calls.append(1)
+        if len(calls) >= 2 and (tmp_path / "best-pending.safetensors").exists():
+            raise Crash  # new best weights written, the checkpoint recording them not yet
+        real(*a, **k)
+
+    monkeypatch.setattr(train, "save_checkpoint", dies_after_a_later_best)
+    with pytest.raises(Crash):
+        fit(new_model(dropout=0.0), batches, x[:64], y[:64], cfg, tmp_path, progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", real)
+    assert (tmp_path / "best-pending.safetensors").exists() and (tmp_path / BEST).exists()
+
+    def best_epoch():
+        with safe_open(str(tmp_path / BEST), framework="pt") as f:
+            return json.loads(f.metadata()["epoch"])
+
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert best_epoch() == state["best_epoch"] < len(calls)  # the committed best, not the crashed one
+    r = fit(new_model(dropout=0.0), batches, x[:64], y[:64], cfg, tmp_path, progress=False)
+    assert best_epoch() == r.best_epoch and not (tmp_path / "best-pending.safetensors").exists()
+
+
+def test_a_resumed_run_cannot_be_relabelled(tmp_path):
+    """Issue 9 item 3: model.json beside a checkpoint must keep describing the same model and data."""
+    from shallowmimic.models import ModelSpec, save_model_spec
+
+    spec = ModelSpec("teacher", "bn", "4c-mp-16fc", BuildOptions(batchnorm=True), 3, 8, 3)
+    save_model_spec(tmp_path, spec, {"split_fingerprint": "a"})
+    save_model_spec(tmp_path, spec, {"split_fingerprint": "b"})  # no checkpoint yet: nothing to protect
+    (tmp_path / CHECKPOINT).write_bytes(b"")
+    save_model_spec(tmp_path, spec, {"split_fingerprint": "b"})  # the same again is fine
+    with pytest.raises(UserError, match="differs in split_fingerprint"):
+        save_model_spec(tmp_path, spec, {"split_fingerprint": "c"})

@@ -144,3 +144,89 @@ def test_rendered_epochs_are_cached_and_identical(tmp_path, images):
         assert not transfer._RENDERED
     finally:
         transfer.RENDER_CACHE_BYTES = old
+
+
+@pytest.mark.parametrize("change", ["ensemble", "seed", "split", "images"])
+def test_shards_made_otherwise_are_refused_or_rebuilt(tmp_path, images, change):
+    """Issue 9 item 1: resuming into a directory checks each shard's provenance."""
+    x, _ = images
+    for name in ("ens-a", "ens-b"):  # two ensembles: their manifests differ
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ensemble.json").write_text(f'{{"members": ["{name}"]}}')
+    src = {"ensemble": str(tmp_path / "ens-a"), "split_fingerprint": "f1"}
+    out = tmp_path / "ts"
+    generate(tiny_ensemble(), x, TransferConfig(epochs=2, seed=1), out, src, progress=False)
+    before = (out / "epoch_0000.safetensors").read_bytes()
+    same_elsewhere = {**src, "ensemble": str(tmp_path / "ens-b" / ".." / "ens-a")}
+    generate(tiny_ensemble(), x, TransferConfig(epochs=2, seed=1), out, same_elsewhere, progress=False)
+    cfg, other = TransferConfig(epochs=2, seed=1), dict(src)
+    if change == "ensemble":
+        other["ensemble"] = str(tmp_path / "ens-b")
+    elif change == "seed":
+        cfg = TransferConfig(epochs=2, seed=2)
+    elif change == "split":
+        other["split_fingerprint"] = "f2"
+    else:
+        cfg = TransferConfig(epochs=2, seed=1, images=30)
+    with pytest.raises(UserError, match="made by another ensemble or settings"):
+        generate(tiny_ensemble(), x, cfg, out, other, progress=False)
+    assert (out / "epoch_0000.safetensors").read_bytes() == before  # nothing overwritten
+    m = generate(tiny_ensemble(), x, cfg, out, other, progress=False, rebuild=True)
+    assert m["seed"] == cfg.seed and (out / "epoch_0000.safetensors").read_bytes() != before
+    generate(tiny_ensemble(), x, cfg, out, other, progress=False)  # now it resumes quietly
+
+
+def test_readers_check_split_and_digests(tmp_path, images):
+    """Issue 9 item 2: a transfer set from another split, or a changed shard, is refused on load."""
+    from shallowmimic import transfer
+
+    x, y = images
+    generate(tiny_ensemble(), x, TransferConfig(epochs=2), tmp_path, {"split_fingerprint": "f1"}, progress=False)
+    with pytest.raises(UserError, match="another train/validation split"):
+        TransferBatches(tmp_path, x, y, 10, split_fingerprint="f2")
+    batches = TransferBatches(tmp_path, x, y, 10, split_fingerprint="f1")
+    batches.shard(0)
+    calls = []
+    real = transfer.file_digest
+    transfer.file_digest = lambda p: calls.append(p) or real(p)
+    try:
+        batches.shard(0)
+        assert not calls  # digested once per process, not per epoch
+    finally:
+        transfer.file_digest = real
+    # a shard swapped for another epoch's (same shape, valid file) no longer matches its digest
+    (tmp_path / "epoch_0001.safetensors").write_bytes((tmp_path / "epoch_0000.safetensors").read_bytes())
+    with pytest.raises(UserError, match="does not match the digest"):
+        list(batches.epoch(1))
+
+
+def test_ensemble_refuses_teachers_from_another_split(tmp_path):
+    """Issue 9 item 2: `ensemble --teachers` with a teacher trained on another split."""
+    import json
+
+    from shallowmimic.ensemble import build_ensemble
+
+    d = tmp_path / "t0"
+    d.mkdir()
+    (d / "model.json").write_text(json.dumps({"split_fingerprint": "other"}))
+    with pytest.raises(UserError, match="trained on another train/validation split"):
+        build_ensemble([{"dir": str(d), "val_acc": 0.5}], 1, {"fingerprint": "this"}, tmp_path / "e", "cpu")
+
+
+def test_stored_bytes_per_image_match_the_docs_and_the_shards(tmp_path, images):
+    """Issue 9 item 8: the docs quote the code's figure, and the code's figure is the shards'."""
+    import re
+    from pathlib import Path
+
+    from shallowmimic.transfer import bytes_per_image
+
+    x, _ = images
+    m = generate(tiny_ensemble(classes=10), x, TransferConfig(epochs=1), tmp_path, {}, progress=False)
+    from safetensors.torch import load_file
+
+    shard = load_file(str(tmp_path / "epoch_0000.safetensors"))
+    payload = sum(t.numel() * t.element_size() for t in shard.values())
+    assert payload == 50 * bytes_per_image(10) == 50 * m["bytes_per_image"]
+    docs = (Path(__file__).parents[1] / "docs" / "STUDY.md").read_text()
+    quoted = re.search(r"(\d+) bytes per image", docs.replace("\n", " "))
+    assert quoted and int(quoted.group(1)) == bytes_per_image(10)

@@ -25,13 +25,19 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class HSVConstants:
     """Paper section 2: hue shift ~U(-dh, dh); saturation/value shift ~U(-ds, ds)/U(-dv, dv) and
-    global scale ~U(1/(1+as_), 1+as_)/U(1/(1+av), 1+av)."""
+    global scale ~U(1/(1+as_), 1+as_)/U(1/(1+av), 1+av). `scales = "log-uniform"` draws the
+    scales uniformly in log space instead (1/(1+a) and 1+a equally likely; not the protocol)."""
 
     dh: float
     ds: float
     dv: float
     as_: float
     av: float
+    scales: str = "uniform"  # uniform (PROTOCOL section 2) | log-uniform
+
+    def __post_init__(self):
+        if self.scales not in ("uniform", "log-uniform"):
+            raise ValueError(f"HSV scales must be uniform or log-uniform, got {self.scales!r}")
 
 
 #: The fixed constants used for students and the transfer set (PROTOCOL section 2).
@@ -89,12 +95,16 @@ def sample_params(
     """Draw per-image parameters on the CPU (cheap, and identical whatever device renders)."""
     g = generator
     u = torch.rand(n, 5, generator=g, dtype=torch.float64)
-    lo = torch.tensor([-hsv.dh, -hsv.ds, -hsv.dv, -np.log1p(hsv.as_), -np.log1p(hsv.av)],
-                      dtype=torch.float64)
-    hi = -lo
+    a = torch.tensor([hsv.as_, hsv.av], dtype=torch.float64)
+    if hsv.scales == "uniform":
+        scale_lo, scale_hi = 1 / (1 + a), 1 + a
+    else:  # uniform in log space, then exponentiated
+        scale_lo, scale_hi = -torch.log1p(a), torch.log1p(a)
+    lo = torch.cat([torch.tensor([-hsv.dh, -hsv.ds, -hsv.dv], dtype=torch.float64), scale_lo])
+    hi = torch.cat([torch.tensor([hsv.dh, hsv.ds, hsv.dv], dtype=torch.float64), scale_hi])
     vals = lo + (hi - lo) * u
-    # Scales are uniform in log space so that 1/(1+a) and 1+a are equally likely (symmetric).
-    vals[:, 3:] = vals[:, 3:].exp()
+    if hsv.scales == "log-uniform":
+        vals[:, 3:] = vals[:, 3:].exp()
     flips = (torch.rand(n, generator=g) < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
     if crop:
         s = torch.randint(min_crop(size), size + 1, (n,), generator=g)

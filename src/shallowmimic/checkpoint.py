@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,6 +21,7 @@ from .io import atomic_path, write_json
 CHECKPOINT = "checkpoint.safetensors"
 SIDECAR = "checkpoint.json"
 BEST = "best.safetensors"
+BEST_PENDING = "best-pending.safetensors"  # new best weights until the checkpoint commits them
 
 
 def _contiguous(sd: dict) -> dict:
@@ -39,7 +40,7 @@ def load_weights(path: Path, model: nn.Module, device="cpu") -> dict:
         tensors = load_file(str(path), device=str(device))
         with safe_open(str(path), framework="pt") as f:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise UserError(f"{path}: cannot read checkpoint ({e})") from None
     tensors = {k.removeprefix("model."): v for k, v in tensors.items() if not k.startswith("optim.")}
     missing, unexpected = model.load_state_dict(tensors, strict=False)
@@ -65,6 +66,16 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     write_json(directory / SIDECAR, state)
 
 
+def read_checkpoint_state(directory: Path) -> dict:
+    """The training state a checkpoint commits (its JSON metadata), without loading tensors."""
+    path = directory / CHECKPOINT
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads(f.metadata()["state"])
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        raise UserError(f"{path}: cannot resume from this checkpoint ({e})") from None
+
+
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device,
                     extra: dict[str, torch.Tensor] | None = None) -> dict:
     """Restore model and optimizer; fill the tensors of `extra` in place from `extra.*`."""
@@ -73,7 +84,7 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
         tensors = load_file(str(path), device=str(device))
         with safe_open(str(path), framework="pt") as f:
             state = json.loads(f.metadata()["state"])
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise UserError(f"{path}: cannot resume from this checkpoint ({e})") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for k, v in (extra or {}).items():

@@ -341,9 +341,12 @@ def ensemble_cmd(data_path, device, roots, k, out, val_size, train_limit, val_li
 @click.option("--seed", default=0, show_default=True)
 @click.option("--materialize", is_flag=True, help="Also write the rendered images (uint8).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--rebuild", is_flag=True,
+              help="Make every shard again, even those already in --out (which are otherwise kept if they "
+                   "were made the same way, and an error if not).")
 @click.option("--no-progress", is_flag=True)
 @split_options
-def transfer_cmd(data_path, device, ensemble_dir, epochs, seed, materialize, out, no_progress, val_size,
+def transfer_cmd(data_path, device, ensemble_dir, epochs, seed, materialize, out, rebuild, no_progress, val_size,
                  train_limit, val_limit):
     """Generate (or resume) the transfer set labelled with the ensemble's logits."""
     from .device import resolve_device
@@ -357,7 +360,7 @@ def transfer_cmd(data_path, device, ensemble_dir, epochs, seed, materialize, out
         raise UserError(f"{ensemble_dir}: the ensemble was evaluated on another train/validation split")
     info = generate(load_ensemble(ensemble_dir, dev), data["x_train"], TransferConfig(epochs, seed, 1000, materialize),
                     out, {"ensemble": str(ensemble_dir), "split_fingerprint": data["fingerprint"]},
-                    progress=not no_progress)
+                    progress=not no_progress, rebuild=rebuild)
     click.echo(f"transfer set: {epochs} epochs x {info['images_per_epoch']:,} images: {info['bytes'] / 2**20:.1f} MiB "
                f"stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images -> {out}")
 
@@ -418,8 +421,10 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the preset's).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
               help="bf16 autocast or float32 (default: the preset's, auto: bf16 on CUDA and AMX CPUs).")
+@click.option("--retry-failed", is_flag=True,
+              help="Train again the students marked failed (diverged); otherwise a failed job stays failed.")
 @click.option("--no-progress", is_flag=True)
-def run_cmd(data_path, preset, out, overrides, device, precision, no_progress):
+def run_cmd(data_path, preset, out, overrides, device, precision, retry_failed, no_progress):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
     Re-running the same command resumes; finished work is skipped."""
     from .pipeline import run_study
@@ -427,7 +432,7 @@ def run_cmd(data_path, preset, out, overrides, device, precision, no_progress):
 
     ov = list(overrides) + ([f'device="{device}"'] if device else []) + \
         ([f'precision="{precision}"'] if precision else [])
-    run_study(load_study(preset, ov), out, data_path, progress=not no_progress)
+    run_study(load_study(preset, ov), out, data_path, progress=not no_progress, retry_failed=retry_failed)
 
 
 @main.command("report")

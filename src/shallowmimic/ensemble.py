@@ -61,6 +61,12 @@ def read_manifest(directory: Path) -> dict:
 
 def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, batch_size: int = 1000) -> dict:
     """Select, evaluate every member and the ensemble on validation and test, write the manifest."""
+    for t in teachers:
+        made_on = read_json(Path(t["dir"]) / "model.json", "not a model directory").get("split_fingerprint")
+        if made_on and made_on != data["fingerprint"]:
+            # its validation images would be training images here: selection would be biased
+            raise UserError(f"{t['dir']}: this teacher was trained on another train/validation split "
+                            f"(fingerprint {made_on}, this one {data['fingerprint']})")
     members = select_best(teachers, k)
     val_logits, test_logits = [], []
     for m in members:

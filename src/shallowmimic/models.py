@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .arch import BuildOptions, build, count_params, parse_spec
-from .checkpoint import BEST, load_weights
+from .checkpoint import BEST, CHECKPOINT, load_weights
 from .config import from_dict
 from .errors import UserError
 from .io import read_json, write_json
@@ -39,7 +40,17 @@ class ModelSpec:
 
 
 def save_model_spec(directory: Path, spec: ModelSpec, extra: dict | None = None) -> None:
-    write_json(Path(directory) / MODEL_JSON, {**dataclasses.asdict(spec), "params": spec.params, **(extra or {})})
+    """Write model.json. Beside a checkpoint it must describe the same model and data: a
+    resumed run may not be relabelled (another spec, split or augmentation) under its weights."""
+    path = Path(directory) / MODEL_JSON
+    new = json.loads(json.dumps({**dataclasses.asdict(spec), "params": spec.params, **(extra or {})}))
+    if (Path(directory) / CHECKPOINT).exists() and path.exists():
+        old = read_json(path, "not a model directory")
+        changed = sorted(k for k in set(old) | set(new) if k != "provenance" and old.get(k) != new.get(k))
+        if changed:
+            raise UserError(f"{directory}: holds a run of another model or data (differs in {', '.join(changed)}); "
+                            "choose another output directory")
+    write_json(path, new)
 
 
 def read_model_json(directory: Path) -> dict:

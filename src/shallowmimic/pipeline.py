@@ -25,12 +25,14 @@ import torch
 
 from .arch import with_tta
 from .budget import format_budget, parse_budget
+from .checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
 from .config import config_hash
 from .data import load_dataset
 from .device import machine_reference, precision, resolve_device, set_precision
 from .download import resolve_data_path
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
+from .errors import UserError
 from .io import provenance, read_json, write_json
 from .models import load_model
 from .report import build_report
@@ -122,7 +124,8 @@ def overview(jobs: dict[str, list[Job]]) -> str:
     return "\n".join(lines)
 
 
-def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True, echo=click.echo) -> dict:
+def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True, echo=click.echo,
+              retry_failed: bool = False) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     ds = load_dataset(resolve_data_path(data_path))
@@ -133,6 +136,8 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     data_id = {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(cfg.data),
                "fingerprint": data["fingerprint"]}
     jobs = plan(cfg, out, data_id)
+    if retry_failed:
+        _forget_failures(jobs, echo)
     previous = _read_run(out)
     pending = any(not j.done() for js in jobs.values() for j in js)
     echo(f"study '{cfg.name}' in {out} on {device}, {precision(device)} ({ds.source}); "
@@ -160,7 +165,8 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
         tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize,
                               images=cfg.transfer.images)
         info = generate(ensemble, data["x_train"], tcfg, tr_job.dir,
-                        {"ensemble": str(ens_job.dir), "split_fingerprint": data["fingerprint"]}, progress=progress)
+                        {"ensemble": str(ens_job.dir), "split_fingerprint": data["fingerprint"],
+                         "tta": cfg.transfer.tta}, progress=progress)
         echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
              f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
         del ensemble
@@ -213,8 +219,14 @@ def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress,
                               batch_size=cfg.teachers.batch_size or None, lr=cfg.teachers.lr or None,
                               schedule=cfg.teachers.schedule or None,
                               label_smoothing=smoothing)
-        train_teacher(ds, job.dir, cfg.teachers.variant, job.params["spec"] or None, tcfg, device, cfg.data,
-                      progress=progress, data=data)
+        try:
+            train_teacher(ds, job.dir, cfg.teachers.variant, job.params["spec"] or None, tcfg, device, cfg.data,
+                          progress=progress, data=data)
+        except Diverged as e:
+            # Unlike a student, a teacher cannot be left out: the ensemble would silently change.
+            # Nothing is marked failed, so a re-run (with changed settings) tries it again.
+            raise UserError(f"{job.name} diverged, so the study stops here ({e}); change teachers.lr "
+                            "or teachers.variant and run again") from e
     return [j.dir for j in jobs]
 
 
@@ -255,11 +267,20 @@ def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, dev
     return dirs
 
 
+def _forget_failures(jobs: dict[str, list[Job]], echo) -> None:
+    """`run --retry-failed`: a failed student is otherwise done for good, since the same seed and
+    settings fail the same way on CPU; after a code or machine change it may not."""
+    for job in (j for js in jobs.values() for j in js):
+        marker = job.dir / FAILED
+        if marker.exists():
+            for name in (FAILED, CHECKPOINT, SIDECAR, BEST, BEST_PENDING):
+                (job.dir / name).unlink(missing_ok=True)
+            echo(f"retrying failed job {job.name}")
+
+
 def report_only(out: Path) -> dict:
     run = _read_run(out)
     if not run:
-        from .errors import UserError
-
         raise UserError(f"{out}: not a study directory (no {RUN_JSON}); run `shallowmimic run` first")
     return build_report(Path(out) / "report", run)
 

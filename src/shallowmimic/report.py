@@ -4,7 +4,6 @@ the qualitative findings, and Figure 1."""
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 
 from . import paper
@@ -151,44 +150,12 @@ def _search_section(out: Path, searches: list[dict]) -> list[str]:
     return md + ["", "![validation error over trials](search.png)", ""]
 
 
-def _html(markdown: str, title: str) -> str:
-    """A small self-contained rendering of the report's markdown (tables, headings, lists)."""
-    body, table = [], []
+def _html(text: str, title: str) -> str:
+    """The report's markdown as a self-contained page (Python-Markdown, with tables)."""
+    import markdown
 
-    def flush():
-        if table:
-            cells = [[c.strip() for c in r.strip("|").split("|")] for r in table if not r.startswith("|---")]
-            body.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{_inline(c)}</{'th' if i == 0 else 'td'}>"
-                                 for c in row) + "</tr>" for i, row in enumerate(cells)) + "</table>")
-            table.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{_inline(line.lstrip('# '))}</h{level}>")
-        elif line.lstrip().startswith("- "):
-            nested = ' style="margin-left:2em"' if line.startswith(" ") else ""
-            body.append(f"<li{nested}>{_inline(line.lstrip()[2:])}</li>")
-        elif line.startswith("> "):
-            body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
-        elif line.startswith("!["):
-            src = "search.png" if "search.png" in line else "figure1.svg"
-            body.append(f'<img src="{src}" alt="{src}" style="max-width:100%">')
-        elif line.strip():
-            body.append(f"<p>{_inline(line)}</p>")
-    flush()
+    body = markdown.markdown(text, extensions=["tables", "sane_lists"], output_format="html")
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#eee}")
+             "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#eee}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-
-
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+            f"<style>{style}</style></head><body>{body}</body></html>\n")

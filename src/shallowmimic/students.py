@@ -47,11 +47,12 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
                       BuildOptions(init_scale=setting.init_scale, input_scale=setting.input_scale),
                       3, ds.image_size, ds.num_classes)
     data = data or split_tensors(ds, split, device)
-    batches = TransferBatches(transfer_dir, data["x_train"], data["y_train"], cfg.batch_size)
+    batches = TransferBatches(transfer_dir, data["x_train"], data["y_train"], cfg.batch_size,
+                              split_fingerprint=data["fingerprint"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model_spec(out, mspec, {"budget": setting.budget, "setting": asdict(setting),
-                                 "transfer": str(transfer_dir), "split": asdict(split)})
+                                 "transfer": str(Path(transfer_dir).resolve()), "split": asdict(split)})
     model = mspec.build(device, cfg.seed)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out,
                  desc=f"{setting.family}@{format_budget(setting.budget)} {setting.loss}", progress=progress)

@@ -7,17 +7,29 @@ after every epoch that resumes to exactly the weights of an uninterrupted run (o
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from .batches import evaluate, seed_for
-from .checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights, save_checkpoint, save_weights
+from .checkpoint import (
+    BEST,
+    BEST_PENDING,
+    CHECKPOINT,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint_state,
+    save_checkpoint,
+    save_weights,
+)
 from .config import to_dict
 from .device import autocast, memory_format
 from .errors import UserError
@@ -95,8 +107,10 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         if not resume:
             raise UserError(f"{out}: already holds a training run; pass --resume to continue it "
                             "or choose another --out")
+        _check_same_config(out, read_checkpoint_state(out).get("config", {}), to_dict(cfg))
         state = load_checkpoint(out, model, opt, device, lookahead.tensors if lookahead else None)
         plateau = Plateau.from_state(state["plateau"])
+        _settle_best(out, state)
     out.mkdir(parents=True, exist_ok=True)
     if state["finished"]:
         return _finish(model, out, state, device)
@@ -158,7 +172,8 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
             plateau.step(1.0 - val_acc)
         if val_acc is not None and val_acc > state["best_val_acc"]:
             state["best_val_acc"], state["best_epoch"] = val_acc, epoch + 1
-            save_weights(out / BEST, model, {"epoch": epoch + 1, "val_acc": val_acc})
+            # pending until the checkpoint that records its score is written (see _settle_best)
+            save_weights(out / BEST_PENDING, model, {"epoch": epoch + 1, "val_acc": val_acc})
         state["history"].append({
             "epoch": epoch + 1, "train_loss": loss_sum.item() / steps, "val_acc": val_acc,
             "lr": lr, "train_s": round(train_s, 3), "images_per_s": round(n_images / train_s, 1),
@@ -172,6 +187,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         state["finished"] = bool(plateau.stopped) or epoch + 1 == cfg.epochs
         state.update(record)
         save_checkpoint(out, model, opt, state, lookahead.tensors if lookahead else None)
+        _settle_best(out, state)
         _write_metrics(out, state["history"])
         bar.update(1)
         bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}",
@@ -219,6 +235,39 @@ class Lookahead:
         self.step(1.0, decay=1.0)
 
 
+#: Config fields a resumed run may change: they do not alter what is trained.
+RESUMABLE_CHANGES = frozenset({"eval_batch_size", "max_loss"})
+
+
+def _check_same_config(out: Path, recorded: dict, now: dict) -> None:
+    """A checkpoint continues only under the settings it was trained with: otherwise the model
+    would mix two configs while its record named one."""
+    changed = [f"{k} {recorded[k]!r} -> {now[k]!r}" for k in now
+               if k in recorded and k not in RESUMABLE_CHANGES and recorded[k] != now[k]]
+    if changed:
+        raise UserError(f"{out}: holds a run with other settings ({'; '.join(changed)}); resume it with "
+                        "the recorded settings (checkpoint.json) or choose another output directory")
+
+
+def _settle_best(out: Path, state: dict) -> None:
+    """Make best.safetensors agree with the last checkpoint. New best weights are written as
+    best-pending.safetensors, the checkpoint recording their score follows, and only then are
+    they renamed into place; a crash between the two leaves a pending file that this resolves:
+    kept if the checkpoint names its epoch, dropped if not."""
+    pending = out / BEST_PENDING
+    if not pending.exists():
+        return
+    try:
+        with safe_open(str(pending), framework="pt") as f:
+            epoch = json.loads((f.metadata() or {}).get("epoch", "-1"))
+    except (OSError, ValueError, SafetensorError):
+        epoch = None  # torn by a crash mid-write (atomic writes make this unlikely): not committed
+    if epoch == state["best_epoch"]:
+        os.replace(pending, out / BEST)
+    else:
+        pending.unlink()
+
+
 def _finish(model, out: Path, state: dict, device) -> TrainResult:
     if (out / BEST).exists():
         load_weights(out / BEST, model, device)
@@ -231,7 +280,5 @@ def _finish(model, out: Path, state: dict, device) -> TrainResult:
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
-    import json
-
     with atomic_path(out / METRICS) as tmp:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))

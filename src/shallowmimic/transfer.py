@@ -7,24 +7,30 @@ Stored compactly: not the images but, per epoch, one shard `epoch_NNNN.safetenso
 - `hsv`    float16 (n, 5) and `geom` int16 (n, 4): the augmentation record (see `augment`);
 - `logits` float16 (n, classes): the ensemble's averaged logits on the rendered image.
 Replaying renders exactly the stored images (`augment.apply` on the record). Shards are written
-atomically and skipped when present, so a killed generation continues where it stopped.
-`manifest.json`, written last, holds counts, per-shard SHA-256 and the ensemble it came from.
+atomically and skipped when present, so a killed generation continues where it stopped. Each
+shard's metadata names what made it (ensemble and its manifest digest, split fingerprint, seed,
+images per epoch, augmentation constants): a shard made by anything else is an error, or with
+`rebuild` is made again. `manifest.json`, written last, holds counts, per-shard SHA-256 and the
+ensemble it came from; readers check the split and each shard's digest (once per process).
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .augment import STUDENT_HSV, AugParams, HSVConstants, apply, sample_params
 from .batches import seed_for
 from .device import autocast, memory_format
+from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .errors import UserError
 from .io import atomic_path, file_digest, provenance, read_json, write_json
 from .preprocess import standardize, to_float
@@ -34,6 +40,12 @@ MANIFEST = "manifest.json"
 
 def shard_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.safetensors"
+
+
+def bytes_per_image(classes: int) -> int:
+    """Stored bytes per transfer image: order int32, hsv 5 x float16, geom 4 x int16, logits
+    classes x float16 (safetensors headers aside)."""
+    return 4 + 5 * 2 + 4 * 2 + classes * 2
 
 
 def render(images: torch.Tensor, record: AugParams) -> torch.Tensor:
@@ -51,11 +63,45 @@ class TransferConfig:
     images: int = 0  # images per epoch, a fresh random subset of the split each epoch; 0: all
 
 
+#: Provenance entries kept as a record but not compared: the same ensemble may be reached by
+#: another path (absolute vs relative, a moved study); its manifest digest identifies it.
+RECORD_ONLY = frozenset({"ensemble"})
+
+
+def shard_provenance(source: dict, cfg: TransferConfig, n: int, split_n: int, hsv: HSVConstants) -> dict:
+    """What a shard's content depends on (stored in its metadata and compared on resume)."""
+    digest = None
+    if source.get("ensemble"):
+        ensemble_manifest = Path(source["ensemble"]) / ENSEMBLE_MANIFEST
+        digest = file_digest(ensemble_manifest) if ensemble_manifest.is_file() else None
+    return {**source, "ensemble_digest": digest, "seed": cfg.seed, "images_per_epoch": n,
+            "split_images": split_n, "hsv": asdict(hsv)}
+
+
+def _check_shard(path: Path, wanted: dict) -> bool:
+    """True if the shard at `path` was made with `wanted`; a clear error if not."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            made = json.loads((f.metadata() or {}).get("provenance", "null"))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise UserError(f"{path}: unreadable transfer-set shard ({e}); delete it to regenerate") from None
+    how = "use another output directory, delete this one, or pass `transfer --rebuild`"
+    if made is None:
+        raise UserError(f"{path}: this shard records no provenance (written by an older version); {how}")
+    made = {k: v for k, v in made.items() if k != "epoch"}
+    diff = sorted(k for k in (set(wanted) | set(made)) - RECORD_ONLY if made.get(k) != wanted.get(k))
+    if diff:
+        raise UserError(f"{path}: this shard was made by another ensemble or settings (differs in "
+                        f"{', '.join(diff)}); {how}")
+    return True
+
+
 def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: TransferConfig, out: Path,
              source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
-             stop_after: int | None = None) -> dict:
-    """Write the transfer set into `out`; resumes over existing shards. `source` describes the
-    ensemble and split (recorded in the manifest). `stop_after` (tests) simulates a kill."""
+             stop_after: int | None = None, rebuild: bool = False) -> dict:
+    """Write the transfer set into `out`; resumes over existing shards made the same way (others
+    are an error, or with `rebuild` are made again). `source` describes the ensemble and split
+    (recorded in every shard and the manifest). `stop_after` (tests) simulates a kill."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = train_images.device
@@ -64,10 +110,15 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
         raise UserError(f"transfer images per epoch must be between 1 and the split's {split_n} (0: all), "
                         f"got {cfg.images}")
     n = cfg.images or split_n
+    made_by = shard_provenance(source, cfg, n, split_n, hsv)
+    if rebuild:  # everything made before goes, so nothing stale can be mixed in
+        for stale in [out / MANIFEST, *out.glob("epoch_*.safetensors"), *out.glob("images_*.safetensors")]:
+            stale.unlink(missing_ok=True)
     bar = tqdm(range(cfg.epochs), desc="transfer set", unit="ep", disable=not progress, dynamic_ncols=True)
     for e in bar:
         path = out / shard_name(e)
-        if path.exists() and (not cfg.materialize or (out / f"images_{e:04d}.safetensors").exists()):
+        if path.exists() and _check_shard(path, made_by) and \
+                (not cfg.materialize or (out / f"images_{e:04d}.safetensors").exists()):
             continue
         if stop_after is not None and e >= stop_after:
             raise KeyboardInterrupt(f"stopped before epoch {e}")
@@ -88,7 +139,9 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
             with atomic_path(out / f"images_{e:04d}.safetensors") as tmp:
                 save_file({"images": torch.cat(rendered)}, str(tmp))
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"epoch": str(e)})
+            # one metadata key: safetensors writes several in hash order, which would make
+            # identical shards differ in bytes (and digest) from one write to the next
+            save_file(tensors, str(tmp), metadata={"provenance": json.dumps({**made_by, "epoch": e})})
     bar.close()
     shards = [shard_name(e) for e in range(cfg.epochs)]
     classes = load_file(str(out / shards[0]))["logits"].shape[1]
@@ -98,7 +151,8 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
         "classes": classes,
         "seed": cfg.seed, "hsv": asdict(hsv),
         "shards": {s: file_digest(out / s) for s in shards},
-        "bytes": stored, "materialized_bytes": cfg.epochs * n * size * size * 3,
+        "bytes": stored, "bytes_per_image": bytes_per_image(classes),
+        "materialized_bytes": cfg.epochs * n * size * size * 3,
         "materialized": cfg.materialize, **source, "provenance": provenance(),
     }
     write_json(out / MANIFEST, manifest)
@@ -120,20 +174,26 @@ class TransferBatches:
     identical data in identical order. Shards are loaded lazily, one at a time."""
 
     def __init__(self, directory: Path, train_images: torch.Tensor, train_labels: torch.Tensor,
-                 batch_size: int):
+                 batch_size: int, split_fingerprint: str | None = None):
         self.dir = Path(directory)
         self.manifest = read_manifest(self.dir)
         split_n = self.manifest.get("split_images", self.manifest["images_per_epoch"])
         if split_n != len(train_images):
             raise UserError(f"{directory}: transfer set was drawn from a training split of {split_n} images "
                             f"but this split has {len(train_images)}; regenerate it")
+        made_on = self.manifest.get("split_fingerprint")
+        if split_fingerprint and made_on and made_on != split_fingerprint:
+            raise UserError(f"{directory}: transfer set was drawn from another train/validation split "
+                            f"(fingerprint {made_on}, this one {split_fingerprint}); regenerate it")
         self.images, self.labels, self.batch_size = train_images, train_labels, batch_size
 
     def __len__(self) -> int:
         return max(1, self.manifest["images_per_epoch"] // self.batch_size)
 
     def shard(self, e: int) -> dict[str, torch.Tensor]:
-        return load_file(str(self.dir / shard_name(e % self.manifest["epochs"])))
+        name = shard_name(e % self.manifest["epochs"])
+        verify_shard(self.dir / name, self.manifest["shards"][name])
+        return load_file(str(self.dir / name))
 
     def epoch(self, e: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         s = self.shard(e)
@@ -159,6 +219,22 @@ class TransferBatches:
             while sum(t.numel() * t.element_size() for t in _RENDERED.values()) > RENDER_CACHE_BYTES:
                 _RENDERED.popitem(last=False)
         return x
+
+
+_VERIFIED: set[tuple[str, str, int]] = set()  # (path, digest, mtime): shards checked in this process
+
+
+def verify_shard(path: Path, digest: str) -> None:
+    """The shard must be the one the manifest lists: a SHA-256 check, once per process per file."""
+    if not path.is_file():
+        raise UserError(f"{path}: shard listed in the manifest is missing; regenerate the transfer set")
+    key = (str(path.resolve()), digest, path.stat().st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    if file_digest(path) != digest:
+        raise UserError(f"{path}: does not match the digest in its manifest (changed or corrupt); "
+                        "regenerate the transfer set")
+    _VERIFIED.add(key)
 
 
 #: Rendered transfer epochs kept in memory (least recently used dropped first). Rendering is

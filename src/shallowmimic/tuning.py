@@ -14,6 +14,7 @@ import torch
 
 from .budget import format_budget
 from .data import Dataset
+from .errors import UserError
 from .families import get_student
 from .search import make_storage, open_study, run_worker, storage_url, suggest, trial_dir
 from .spaces import TEACHER_SPACE, student_free, student_space, teacher_from_params
@@ -21,7 +22,16 @@ from .students import StudentSetting, train_student
 from .teachers import SplitConfig, split_tensors, teacher_config, train_teacher
 from .train import Diverged, TrainConfig
 
-FAILURES: tuple[type[BaseException], ...] = (Diverged, torch.cuda.OutOfMemoryError)
+#: Errors that fail one trial and let the worker go on: a diverged run, an out-of-memory
+#: model, or a UserError raised by the trial's own parameters (e.g. widths that cannot meet the
+#: budget). Divergence and memory are properties of the sampled point (a high learning rate, a
+#: wide model) and may repeat; any other UserError three times in a row means the study's own
+#: settings are wrong, and the worker stops rather than loop forever.
+FAILURES: tuple[type[BaseException], ...] = (UserError, torch.cuda.OutOfMemoryError)
+
+
+def _settings_error(e: BaseException) -> bool:
+    return not isinstance(e, (Diverged, torch.cuda.OutOfMemoryError))
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,16 @@ class SearchConfig:
     storage: str = ""  # SQLAlchemy URL; empty: RUN/studies.db (SQLite)
     heartbeat: int = 30  # seconds between a worker's heartbeats
     grace: int = 0  # seconds before a silent worker's trial is failed (0: 2 x heartbeat)
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise UserError(f"search trials must be at least 1, got {self.trials}")
+        if self.startup < 0:
+            raise UserError(f"search startup trials must be 0 or more, got {self.startup}")
+        if self.heartbeat < 1:
+            raise UserError(f"search heartbeat must be at least 1 second, got {self.heartbeat}")
+        if self.sampler not in ("gp", "tpe", "random"):
+            raise UserError(f"search sampler {self.sampler!r} is not one of gp, tpe, random")
 
 
 def teacher_study_name(epochs: int) -> str:
@@ -70,7 +90,7 @@ def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int,
         log(f"teacher trial {trial.number}: {spec} val error {1 - r['val_acc']:.4f}")
         return 1.0 - r["val_acc"]
 
-    run_worker(study, objective, search.trials, FAILURES, log=log)
+    run_worker(study, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error)
     return study
 
 
@@ -108,6 +128,6 @@ def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir
         log(f"student trial {trial.number}: {r['spec']} val error {1 - r['val_acc']:.4f}")
         return 1.0 - r["val_acc"]
 
-    run_worker(study, objective, search.trials, FAILURES, log=log)
+    run_worker(study, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error)
     return study
 
