@@ -184,3 +184,67 @@ def test_killed_worker_trial_is_failed_and_study_completes(tmp_path, tiny_npz):
     states = {t.number: t.state for t in study.get_trials()}
     assert states[victim_trial] == TrialState.FAIL
     assert list(states.values()).count(TrialState.COMPLETE) == 4
+
+
+def test_user_error_in_a_trial_fails_it_and_repeated_failures_stop_the_worker(tmp_path):
+    """Issue 9 item 5: a trial's own bad parameters fail that trial; a study whose every trial
+    fails stops with an error instead of looping."""
+    from shallowmimic.errors import UserError
+
+    storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
+    study = open_study("u", storage, "random")
+
+    def objective(trial):
+        if trial.suggest_float("x", 0, 1) >= 0 and trial.number == 0:
+            raise UserError("these widths cannot meet the budget")
+        return 0.5
+
+    run_worker(study, objective, 2, tuning.FAILURES, log=lambda s: None)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "budget" in study.get_trials()[0].user_attrs["fail_reason"]
+
+    always = open_study("v", storage, "random")
+    with pytest.raises(UserError, match="3 trials in a row failed"):
+        run_worker(always, lambda t: (_ for _ in ()).throw(UserError("bad setting")), 5, tuning.FAILURES,
+                   log=lambda s: None)
+    assert len(always.get_trials()) == 3
+    # divergence belongs to the sampled point (a high lr): it fails trials without stopping early
+    diverging = open_study("w", storage, "random")
+    with pytest.raises(UserError, match="10 trials in a row failed"):
+        run_worker(diverging, lambda t: (_ for _ in ()).throw(Diverged("loss nan")), 5, tuning.FAILURES,
+                   log=lambda s: None, counts_toward_stop=tuning._settings_error)
+    assert len(diverging.get_trials()) == 10
+
+
+@pytest.mark.parametrize("field, value", [("trials", 0), ("startup", -1), ("heartbeat", 0), ("sampler", "grid")])
+def test_search_config_is_validated(field, value):
+    """Issue 9 item 9: `tune ... --trials 0` must not exit 0 having done nothing."""
+    from shallowmimic.errors import UserError
+
+    with pytest.raises(UserError, match=field if field != "trials" else "trials must be at least 1"):
+        tuning.SearchConfig(**{field: value})
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe", "gp"])
+def test_two_workers_with_one_seed_propose_no_duplicates(tmp_path, kind):
+    """Issue 10 item 1: workers of one study, started with the same search seed, must not
+    propose the same parameters (two samplers seeded alike used to, trial after trial); while a
+    single worker stays reproducible from the seed."""
+    storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
+    a, b = (open_study("dup", storage, kind, startup=3, seed=0) for _ in range(2))
+    proposals = []
+    for _ in range(4):  # interleaved: each asks while the other's trial is still running
+        ta, tb = a.ask(), b.ask()
+        for study, t in ((a, ta), (b, tb)):
+            x, y = t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)
+            proposals.append((x, y))
+            study.tell(t, (x - 0.3) ** 2 + (y - 0.6) ** 2)
+    assert len(set(proposals)) == len(proposals)
+
+    def alone(name):
+        s = open_study(name, make_storage(storage_url(None, tmp_path / name), heartbeat=5), kind, startup=3, seed=0)
+        s.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=5)
+        return [t.params["x"] for t in s.trials]
+
+    assert alone("r1") == alone("r2")
