@@ -51,3 +51,19 @@ def test_lower_layers_never_import_higher_ones():
             if name in LEVEL and LEVEL[name] > LEVEL[path.stem]:
                 bad.append(f"{path.stem} ({LAYERS[LEVEL[path.stem]][0]}) imports {name} ({LAYERS[LEVEL[name]][0]})")
     assert bad == []
+
+
+def test_training_flops_are_counted_exactly_for_a_linear_model():
+    """Issue 10 item 4: bench's achieved FLOP/s rest on PyTorch's counter, not hand estimates."""
+    import torch
+
+    from shallowmimic.bench import peak_flops, train_flops_per_image
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5, bias=False))
+    # forward 2*48*5 per image; backward: the weight gradient only (the input needs none)
+    assert train_flops_per_image(model, 3, 4) == 2 * 48 * 5 * 2
+    deeper = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5, bias=False), torch.nn.Linear(5, 3))
+    # second layer also passes a gradient back to the first: 3 x its forward
+    assert train_flops_per_image(deeper, 3, 4) == 2 * (2 * 48 * 5) + 3 * (2 * 5 * 3)
+    peak, source = peak_flops(torch.device("cpu"), "fp32")
+    assert peak > 0 and "machine reference" in source

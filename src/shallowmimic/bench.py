@@ -49,7 +49,37 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 
 TRAIN_COLUMNS = [("device", "device", ""), ("precision", "precision", ""), ("model", "model", ""),
-                 ("params", "params", ",d"), ("batch", "batch", "d"), ("images_per_s", "train images/s", ",.0f")]
+                 ("params", "params", ",d"), ("batch", "batch", "d"), ("images_per_s", "train images/s", ",.0f"),
+                 ("train_mflop", "MFLOP/img (fwd+bwd)", ",.1f"), ("achieved_gflops", "achieved GFLOP/s", ",.0f"),
+                 ("of_peak", "of peak", ".1%")]
+
+#: Dense tensor-core peaks (FLOP/s) by GPU name and precision, from the vendors' data sheets.
+GPU_PEAKS = {"H200": {"bf16": 989e12, "fp32": 67e12}, "H100": {"bf16": 989e12, "fp32": 67e12},
+             "A100": {"bf16": 312e12, "fp32": 19.5e12}}
+
+
+def peak_flops(device: torch.device, prec: str) -> tuple[float, str]:
+    """The device's peak FLOP/s at `prec` and where the figure comes from. A CPU's peak is not
+    known here, so its measured fp32 matmul figure (the machine reference) stands in."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in GPU_PEAKS.items():
+            if key in name:
+                return peaks[prec], f"{key} data sheet, {prec}"
+    return machine_reference(device) * 1e9, "measured fp32 matmul (machine reference)"
+
+
+def train_flops_per_image(model: torch.nn.Module, channels: int, size: int) -> float:
+    """FLOPs of one training step per image (forward + backward), counted by PyTorch's
+    FlopCounterMode on a batch of 2 (matmuls and convolutions; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    x = torch.randn(2, channels, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
 
 
 def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[dict]:
@@ -68,6 +98,7 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
     for fam, budget in students:
         s = solve_student(STUDENTS[fam], budget, default_free(STUDENTS[fam], budget))
         models.append((f"{fam}@{budget / 1e6:g}M", s.spec, STUDENT_OPTIONS))
+    peak, _ = peak_flops(device, precision(device))
     images = torch.randint(0, 256, (batch * (steps + 1), 32, 32, 3), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (len(images),), device=device)
     rows = []
@@ -87,8 +118,11 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
             loss.backward()
             opt.step()
         sync(device)
+        ips = batch * steps / (time.perf_counter() - t)
+        flops = train_flops_per_image(model, 3, 32)
         rows.append({"device": str(device), "precision": precision(device), "model": name, "params": mspec.params,
-                     "batch": batch, "images_per_s": batch * steps / (time.perf_counter() - t)})
+                     "batch": batch, "images_per_s": ips, "train_mflop": flops / 1e6,
+                     "achieved_gflops": ips * flops / 1e9, "of_peak": ips * flops / peak})
     return rows
 
 

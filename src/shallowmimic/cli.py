@@ -263,11 +263,12 @@ def teacher_eval(data_path, device, directory):
 @click.option("--steps", default=5, show_default=True, help="Timed steps per model.")
 def bench_train_cmd(device, steps):
     """Training images/s for a few teacher and student sizes."""
-    from .bench import TRAIN_COLUMNS, bench_train, format_table, reference_line
-    from .device import resolve_device
+    from .bench import TRAIN_COLUMNS, bench_train, format_table, peak_flops, reference_line
+    from .device import precision, resolve_device
 
     dev = resolve_device(device)
     click.echo(reference_line(dev))
+    click.echo(f"peak for 'of peak': {peak_flops(dev, precision(dev))[1]}")
     click.echo(format_table(bench_train(dev, steps), TRAIN_COLUMNS))
     click.echo(reference_line(dev) + "  (after)")
 
