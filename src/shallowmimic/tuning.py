@@ -16,7 +16,7 @@ from .budget import format_budget
 from .data import Dataset
 from .errors import UserError
 from .families import get_student
-from .search import make_storage, open_study, run_worker, storage_url, suggest, trial_dir
+from .search import SAMPLERS, make_storage, open_study, run_worker, storage_url, suggest, trial_dir
 from .spaces import TEACHER_SPACE, student_free, student_space, teacher_from_params
 from .students import StudentSetting, train_student
 from .teachers import SplitConfig, split_tensors, teacher_config, train_teacher
@@ -51,8 +51,8 @@ class SearchConfig:
             raise UserError(f"search startup trials must be 0 or more, got {self.startup}")
         if self.heartbeat < 1:
             raise UserError(f"search heartbeat must be at least 1 second, got {self.heartbeat}")
-        if self.sampler not in ("gp", "tpe", "random"):
-            raise UserError(f"search sampler {self.sampler!r} is not one of gp, tpe, random")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"search sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
 
 
 def teacher_study_name(epochs: int) -> str:
