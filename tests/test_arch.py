@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from shallowmimic.arch import BuildOptions, build, count_params, format_spec, parse_spec
+from shallowmimic.arch import BuildOptions, FlatLinear, build, count_params, format_spec, parse_spec
 from shallowmimic.errors import UserError
 
 PAPER_TEACHERS = [
@@ -89,3 +89,44 @@ def test_teacher_dropout_placement():
                 BuildOptions(pool_dropout=(0.1, 0.2, 0.3), fc_dropout=0.4))
     rates = [m.p for m in net if isinstance(m, torch.nn.Dropout)]
     assert rates == [0.1, 0.2, 0.3, 0.4, 0.4]
+
+
+def _reference_forward(net, x):
+    """The network as the spec reads: activation before pool, NCHW flatten into a Linear."""
+    mods = list(net)
+    for i in range(len(mods) - 1):  # undo the pool-before-ReLU reordering
+        if isinstance(mods[i], torch.nn.MaxPool2d) and isinstance(mods[i + 1], torch.nn.ReLU):
+            mods[i], mods[i + 1] = mods[i + 1], mods[i]
+    for m in mods:
+        x = torch.nn.functional.linear(x.contiguous().flatten(1), m.weight, m.bias) if isinstance(m, FlatLinear) \
+            else m(x)
+    return x
+
+
+@pytest.mark.parametrize("spec", ["30c@5-mp3-12L-241fc", "8c@5-mp-8c@5-mp-8c@5-mp-20fc", "40fc-30fc", "6c-6c-mp",
+                                  "8c-mp-8c-gmp"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_speed_rewrites_compute_the_spec_exactly(spec, channels_last):
+    """Pool-before-ReLU and the channels_last flatten are the same function with the same
+    weight names as the plain build (conv-ReLU-pool, nn.Flatten, Linear)."""
+    torch.manual_seed(0)
+    net = build(parse_spec(spec), 3, 16, 10, BuildOptions())
+    x = torch.randn(4, 3, 16, 16)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out = net(x)
+    ref = _reference_forward(net, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g_out, = torch.autograd.grad(out.square().sum(), x)
+    g_ref, = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-4, atol=1e-5)
+    kinds = [type(m).__name__ for m in net]
+    assert ("ReLU", "MaxPool2d") not in set(zip(kinds, kinds[1:], strict=False))
+    assert ("MaxPool2d", "ReLU") in set(zip(kinds, kinds[1:], strict=False)) or "mp" not in spec
+
+
+def test_weight_names_match_models_saved_before_the_rewrites():
+    # A flatten used to sit where the Identity is: the Linear layers keep their indices.
+    net = build(parse_spec("30c@5-mp3-12L-241fc"), 3, 32, 10, BuildOptions())
+    assert list(net.state_dict()) == ["1.weight", "1.bias", "5.weight", "6.weight", "6.bias", "8.weight", "8.bias"]
