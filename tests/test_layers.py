@@ -10,13 +10,14 @@ LAYERS = [
     ("base", {"errors", "io", "device", "config", "stats"}),
     ("data", {"data", "download", "preprocess", "info"}),
     ("augment", {"augment", "preview"}),
-    ("models", {"arch", "budget", "families", "spaces", "checkpoint", "models"}),
+    ("models", {"arch", "budget", "families", "spaces", "checkpoint", "models", "flops"}),
     ("training", {"schedule", "losses", "batches", "train", "teachers"}),
     ("search", {"search"}),
     ("ensemble", {"ensemble"}),
     ("transfer set", {"transfer"}),
     ("students", {"students"}),
-    ("report", {"paper", "results", "findings", "figure", "report"}),
+    ("deploy", {"export", "inference"}),
+    ("report", {"paper", "results", "findings", "frontier", "figure", "report"}),
     ("study", {"study", "tuning", "pipeline"}),
     ("interface", {"cli", "report_arch", "bench", "__main__", "__init__"}),
 ]
@@ -57,7 +58,8 @@ def test_training_flops_are_counted_exactly_for_a_linear_model():
     """Issue 10 item 4: bench's achieved FLOP/s rest on PyTorch's counter, not hand estimates."""
     import torch
 
-    from shallowmimic.bench import peak_flops, train_flops_per_image
+    from shallowmimic.bench import peak_flops
+    from shallowmimic.flops import train_flops_per_image
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5, bias=False))
     # forward 2*48*5 per image; backward: the weight gradient only (the input needs none)

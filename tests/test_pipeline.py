@@ -76,6 +76,13 @@ def test_smoke_study_writes_the_report(smoke):
     assert md.count(" [") >= 6  # mean [lo, hi] cells and comparison intervals
     findings = json.loads((rep / "results.json").read_text())["findings"]
     assert all(f["status"] == "N/A" or f["comparisons"] for f in findings)
+    # inference cost (issue 11): every model and the ensemble exported, checked and timed; Figure 2
+    cost = list(csv.DictReader(open(out / "inference.csv")))
+    assert sorted(r["role"] for r in cost) == ["ensemble"] + ["student"] * 6 + ["teacher"] * 2
+    assert all(float(r["onnx_max_abs_diff"]) <= 1e-4 and float(r["onnx_b1_ms"]) > 0 for r in cost)
+    assert len(list(out.glob("students/*/model.onnx"))) == 6 and list(out.glob("ensemble/*/ensemble.onnx"))
+    assert (rep / "figure2.png").read_bytes()[:4] == b"\x89PNG" and "## Inference cost" in md
+    assert "Fastest model at or above each accuracy level" in md
 
 
 def test_rerun_does_no_training(smoke):
@@ -167,6 +174,13 @@ def test_stage_commands_on_the_smoke_study(smoke, tmp_path):
     r = run("report", out)
     assert r.exit_code == 0 and "wrote" in r.output
     r = run("report", tmp_path)
+    assert r.exit_code == 1 and "not a study directory" in r.output
+    r = run("bench", "infer", out, *data[:2])  # every row already measured: reused, report rewritten
+    assert r.exit_code == 0, r.output
+    assert "onnx b1 ms" in r.output and "ensemble of 2" in r.output and "threads: batch-1 latency 1" in r.output
+    r = run("export", tmp_path / "ens", *data[:2])  # the ensemble made above, as one graph
+    assert r.exit_code == 0 and "ensemble.onnx: written" in r.output, r.output
+    r = run("bench", "infer", tmp_path, *data[:2])
     assert r.exit_code == 1 and "not a study directory" in r.output
 
 

@@ -346,11 +346,12 @@ class FlatLinear(nn.Linear):
         self.shape = tuple(shape)
 
     def forward(self, x):
-        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        if (x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous()
+                or torch.onnx.is_in_onnx_export()):  # an exported graph is NCHW: the plain order is free there
             return super().forward(x.flatten(1))
         c, h, w = self.shape
         weight = self.weight.view(-1, c, h, w).permute(0, 2, 3, 1).reshape(self.out_features, -1)
-        return nn.functional.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), weight, self.bias)
+        return nn.functional.linear(x.permute(0, 2, 3, 1).flatten(1), weight, self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", input={'x'.join(map(str, self.shape))}"

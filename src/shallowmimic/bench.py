@@ -8,6 +8,7 @@ import torch
 
 from .augment import STUDENT_HSV, augment
 from .device import machine_reference, sync
+from .flops import train_flops_per_image
 
 
 def reference_line(device: torch.device) -> str:
@@ -69,19 +70,6 @@ def peak_flops(device: torch.device, prec: str) -> tuple[float, str]:
     return machine_reference(device) * 1e9, "measured fp32 matmul (machine reference)"
 
 
-def train_flops_per_image(model: torch.nn.Module, channels: int, size: int) -> float:
-    """FLOPs of one training step per image (forward + backward), counted by PyTorch's
-    FlopCounterMode on a batch of 2 (matmuls and convolutions; elementwise work is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(model.parameters()).device
-    x = torch.randn(2, channels, size, size, device=device)
-    with FlopCounterMode(display=False) as counter:
-        model(x).float().sum().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
-
-
 def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[dict]:
     """Training throughput (forward + backward + SGD step on augmented, standardized batches)
     for the teacher variants and a few students."""
@@ -125,6 +113,12 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
                      "achieved_gflops": ips * flops / 1e9, "of_peak": ips * flops / peak})
     return rows
 
+
+INFER_COLUMNS = [("name", "model", ""), ("params", "params", ",.0f"), ("mflops", "MFLOP/img", ",.2f"),
+                 ("test_acc", "test", ".2%"), ("torch_b1_ms", "torch b1 ms", ".3f"),
+                 ("torch_b1_p90_ms", "p90", ".3f"), ("onnx_b1_ms", "onnx b1 ms", ".3f"),
+                 ("onnx_b1_p90_ms", "p90", ".3f"), ("torch_b256_ips", "torch img/s", ",.0f"),
+                 ("onnx_b256_ips", "onnx img/s", ",.0f")]
 
 TEACHER_COLUMNS = [("variant", "teacher", ""), ("spec", "spec", ""), ("params", "params", ",d"),
                    ("epochs", "epochs", "d"), ("train_s", "train s", ".0f"), ("tta", "test-time aug.", ""),

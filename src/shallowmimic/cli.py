@@ -273,6 +273,33 @@ def bench_train_cmd(device, steps):
     click.echo(reference_line(dev) + "  (after)")
 
 
+@bench.command("infer")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@data_option
+@click.option("--runs", default=100, show_default=True, help="Timed batch-1 calls per model and runtime.")
+@click.option("--batch", default=256, show_default=True, help="Throughput batch size.")
+def bench_infer_cmd(run_dir, data_path, runs, batch):
+    """Inference cost of every model of a study (ONNX export, FLOPs, latency, throughput) ->
+    RUN_DIR/inference.csv, and the report's Figure 2."""
+    from .bench import INFER_COLUMNS, format_table, reference_line
+    from .pipeline import measure_inference
+
+    click.echo(reference_line(_cpu()))
+    rows = measure_inference(run_dir, data_path, runs, batch)
+    click.echo(f"threads: batch-1 latency {int(rows[0]['latency_threads'])}, batch-{batch} throughput "
+               f"{int(rows[0]['throughput_threads'])}; fp32 on the CPU")
+    click.echo(format_table([{k: float("nan") if v is None else v for k, v in r.items()} for r in rows],
+                            INFER_COLUMNS))
+    click.echo(reference_line(_cpu()) + "  (after)")
+    click.echo(f"wrote {run_dir}/inference.csv and {run_dir}/report/ (figure2.png/svg)")
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
 @bench.command("teacher")
 @data_option
 @device_option
@@ -446,6 +473,25 @@ def report_cmd(directory):
     click.echo(f"wrote {directory}/report/ (report.md, report.html, results.csv, results.json, figure1.png/svg)")
     for f in r["findings"]:
         click.echo("  " + f.line())
+
+
+@main.command("export")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="ONNX file to write (default: DIRECTORY/model.onnx, or ensemble.onnx for an ensemble).")
+@click.option("--check-only", is_flag=True, help="Check an existing ONNX file instead of writing one.")
+@data_option
+def export_cmd(directory, out, check_only, data_path):
+    """Write a teacher, student or ensemble directory as one ONNX graph (uint8 images in, logits
+    out; dynamic batch) and check it with onnxruntime against PyTorch on 1,000 test images."""
+    from .export import check_existing, export_onnx
+
+    ds = _load(data_path)
+    r = (check_existing if check_only else export_onnx)(directory, ds.x_test, ds.y_test, out)
+    click.echo(f"{r['path']}: {'checked' if check_only else 'written'}; largest |logit difference| "
+               f"onnxruntime vs PyTorch {r['max_abs_logit_diff']:.2e} (tolerance {r['tolerance']:g}) on "
+               f"{r['images']} test images; accuracy there {100 * r['torch_acc']:.2f}% (PyTorch), "
+               f"{100 * r['onnx_acc']:.2f}% (onnxruntime)")
 
 
 # --- hyperparameter search ------------------------------------------------------------------

@@ -107,3 +107,48 @@ def search_plot(out: Path, searches: list[dict]) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def figure2(out: Path, rows: list[dict], front: list[dict], title: str = "", x: str = "onnx_b1_ms") -> list[Path]:
+    """Test accuracy against batch-1 latency (log x) for every model, the ensemble as one point at
+    the cost of all its members, and the Pareto frontier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        key = r["family"] if r["role"] == "student" else r["role"]
+        groups.setdefault(key, []).append(r)
+    for key, rs in groups.items():
+        hard = [r for r in rs if r.get("loss") == "hard"]
+        mimic = [r for r in rs if r not in hard]
+        style = {"ensemble": dict(marker="*", ms=14, color="k"), "teacher": dict(marker="s", ms=7, color="0.4")}
+        kw = style.get(key, dict(marker="o", ms=6, color=COLORS.get(key, "C0")))
+        if mimic:  # mimic (or kd) students: the ones trained on the ensemble's logits
+            ax.plot([r[x] for r in mimic], [100 * r["test_acc"] for r in mimic], ls="", alpha=0.85,
+                    label=key if key in style else f"{key} (on the ensemble's logits)", **kw)
+        if hard:
+            ax.plot([r[x] for r in hard], [100 * r["test_acc"] for r in hard], ls="", marker="x", mew=2, ms=7,
+                    color=kw["color"], alpha=0.85)
+    if any(r.get("loss") == "hard" for r in rows):
+        ax.plot([], [], "x", color="k", label="hard labels")
+    ax.step([r[x] for r in front], [100 * r["test_acc"] for r in front], where="post", color="k", lw=1, alpha=0.6,
+            label="Pareto frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per image at batch 1 (ms, onnxruntime, 1 CPU thread)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "Figure 2: accuracy against inference cost", fontsize=10)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = Path(out) / f"figure2.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -6,7 +6,9 @@
    labelled with the ensemble's logits.
 4. Train students of every family at every budget to mimic those logits (L2), and the same
    architectures on hard labels, on the same images in the same order.
-5. Report: tables beside the paper's, the qualitative findings, Figure 1.
+5. Measure what each model costs to run (ONNX export, latency, throughput).
+6. Report: tables beside the paper's, the qualitative findings, Figure 1, and accuracy
+   against inference cost (Figure 2).
 
 Each stage's outputs live in a directory keyed by a hash of everything they depend on, so a
 re-run skips finished work, resumes unfinished work, and recomputes only what a changed
@@ -33,6 +35,8 @@ from .download import resolve_data_path
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
 from .errors import UserError
+from .inference import CSV_NAME as INFERENCE_CSV
+from .inference import measure_study
 from .io import provenance, read_json, write_json
 from .models import load_model
 from .report import build_report
@@ -174,16 +178,22 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     # 4. students
     student_dirs = _students_stage(cfg, jobs["students"], ds, out, tr_job.dir, device, data, progress, echo)
 
-    # 5. report
+    # 5. inference cost
+    inference = _inference_stage(cfg, [*teacher_dirs, ens_job.dir, *student_dirs], ds, out, progress, echo)
+
+    # 6. report
     # Wall time of the study: summed over the invocations that did work for this config.
-    same = previous.get("config") == json.loads(json.dumps(asdict(cfg)))
+    # (the inference stage's settings do not make it another study)
+    strip = lambda c: {k: v for k, v in (c or {}).items() if k != "inference"}  # noqa: E731
+    same = strip(previous.get("config")) == strip(json.loads(json.dumps(asdict(cfg))))
     this = time.perf_counter() - t_start if pending or not same else 0.0
     wall = (previous.get("wall_s", 0.0) if same else 0.0) + this
     run = {"preset": cfg.name, "config": asdict(cfg), "data": ds.source, "device": str(device),
            "teachers": [str(d) for d in teacher_dirs], "students": [str(d) for d in student_dirs],
            "searches": [read_json(j.dir / SEARCH_JSON, "unfinished study") for js in jobs.values() for j in js
                         if j.stage == "search"],
-           "ensemble": manifest, "transfer": str(tr_job.dir), "wall_s": wall, "notes": _notes(cfg, jobs),
+           "ensemble": manifest, "ensemble_dir": str(ens_job.dir), "transfer": str(tr_job.dir), "wall_s": wall,
+           "notes": _notes(cfg, jobs) + inference["notes"], "inference": inference["csv"],
            "deviations": deviations(cfg), "machine_reference_gflops": round(reference, 1),
            "precision": precision(device), "threads": torch.get_num_threads(),
            "provenance": provenance()}
@@ -267,6 +277,38 @@ def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, dev
     return dirs
 
 
+def _inference_stage(cfg, dirs: list[Path], ds, out: Path, progress, echo) -> dict:
+    """inference.csv for every finished model and the ensemble; skipped (with a note in the
+    report) when switched off or when onnxruntime is missing."""
+    if not cfg.inference.enabled:
+        return {"csv": None, "notes": ["Inference cost not measured (inference.enabled = false)."]}
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return {"csv": None, "notes": ["Inference cost not measured: onnx / onnxruntime are not installed "
+                                       "(pip install onnx onnxruntime)."]}
+    path = out / INFERENCE_CSV
+    notes: list[str] = []
+    rows = measure_study(reported_models(dirs), ds.x_test, ds.y_test, path, progress=progress,
+                         runs=cfg.inference.runs, batch=cfg.inference.batch,
+                         on_error=lambda d, e: notes.append(f"Inference cost not measured for {d}: {e}"))
+    echo(f"inference cost: {len(rows)} models exported to ONNX, checked by onnxruntime and timed -> {path}")
+    return {"csv": str(path), "notes": notes}
+
+
+def reported_models(dirs: list[Path]) -> list[Path]:
+    """The finished models the report shows: the ensemble, and models evaluated on test (in a
+    search, only each setting's best by validation see the test set, so only those are timed)."""
+    keep = []
+    for d in map(Path, dirs):
+        if (d / ENSEMBLE_MANIFEST).exists():
+            keep.append(d)
+        elif (d / "result.json").exists() and read_json(d / "result.json", "unfinished").get("test_acc") is not None:
+            keep.append(d)
+    return keep
+
+
 def _forget_failures(jobs: dict[str, list[Job]], echo) -> None:
     """`run --retry-failed`: a failed student is otherwise done for good, since the same seed and
     settings fail the same way on CPU; after a code or machine change it may not."""
@@ -276,6 +318,21 @@ def _forget_failures(jobs: dict[str, list[Job]], echo) -> None:
             for name in (FAILED, CHECKPOINT, SIDECAR, BEST, BEST_PENDING):
                 (job.dir / name).unlink(missing_ok=True)
             echo(f"retrying failed job {job.name}")
+
+
+def measure_inference(out: Path, data_path=None, runs: int = 100, batch: int = 256) -> list[dict]:
+    """`bench infer`: the inference stage on a finished study, then its report again."""
+    run = _read_run(out)
+    if not run:
+        raise UserError(f"{out}: not a study directory (no {RUN_JSON}); run `shallowmimic run` first")
+    ens = [run["ensemble_dir"]] if run.get("ensemble_dir") else \
+        [str(p.parent) for p in sorted((Path(out) / "ensemble").glob(f"*/{ENSEMBLE_MANIFEST}"))][:1]  # older runs
+    dirs = reported_models([Path(d) for d in (*run["teachers"], *ens, *run["students"])])
+    ds = load_dataset(resolve_data_path(data_path))
+    rows = measure_study(dirs, ds.x_test, ds.y_test, Path(out) / INFERENCE_CSV, runs=runs, batch=batch)
+    write_json(Path(out) / RUN_JSON, {**run, "inference": str(Path(out) / INFERENCE_CSV)})
+    report_only(out)
+    return rows
 
 
 def report_only(out: Path) -> dict:

@@ -11,6 +11,8 @@ from .budget import format_budget
 from .families import STUDENTS
 from .figure import figure1, search_plot
 from .findings import check_findings
+from .frontier import section as inference_section
+from .inference import read_inference
 from .io import atomic_path, provenance
 from .results import TOP, collect, setting_means, write_rows
 from .stats import bootstrap_diff, decode_correct
@@ -100,6 +102,10 @@ def build_report(out: Path, run: dict) -> dict:
     md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
                  h_rows) + [""]
     md += _search_section(out, run.get("searches") or [])
+    cost = out.parent / "inference.csv"  # beside run.json
+    if cost.exists():
+        md += inference_section(out, read_inference(cost),
+                                title=f"Figure 2 ({run.get('preset', 'study')} preset)")
     md += ["## Figure 1", "", "![Figure 1](figure1.png)", "",
            f"Test accuracy against parameters (log scale); each point is the mean of the {TOP} best models "
            "of its setting by validation. Crosses: hard-label models. Horizontal lines: this run's ensemble "

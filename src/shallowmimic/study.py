@@ -99,6 +99,15 @@ class SearchStageConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """The inference-cost stage (needs onnxruntime): every model exported to ONNX and timed."""
+
+    enabled: bool = True
+    runs: int = 100  # timed batch-1 calls per model and runtime (after 10 warm-up calls)
+    batch: int = 256  # throughput batch
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str = "study"
     device: str = "auto"
@@ -109,6 +118,7 @@ class StudyConfig:
     transfer: TransferStageConfig = field(default_factory=TransferStageConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
     search: SearchStageConfig = field(default_factory=SearchStageConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def validate(self) -> StudyConfig:
         if self.precision not in PRECISIONS:
@@ -131,6 +141,9 @@ class StudyConfig:
                             f"({pool}: teachers.count, or search.teacher_trials when searching)")
         if self.transfer.tta != "model" and self.transfer.tta not in TTA_MODES:
             raise UserError(f"transfer.tta: {self.transfer.tta!r} is not one of model, {', '.join(TTA_MODES)}")
+        if self.inference.runs < 100 or self.inference.batch < 1:
+            raise UserError(f"inference.runs must be at least 100 and inference.batch at least 1, got "
+                            f"{self.inference.runs} and {self.inference.batch}")
         if self.search.sampler not in ("gp", "tpe", "random"):
             raise UserError(f"search.sampler: {self.search.sampler!r} is not one of gp, tpe, random")
         if self.transfer.epochs < 1 or self.students.repeats < 1:
