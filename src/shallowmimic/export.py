@@ -59,10 +59,12 @@ def default_path(directory: Path) -> Path:
     return directory / ("ensemble.onnx" if (directory / ENSEMBLE_MANIFEST).exists() else "model.onnx")
 
 
-def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Path | None = None) -> dict:
+def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Path | None = None,
+                loaded: tuple[Deployable, dict] | None = None) -> dict:
     """Write DIRECTORY's model as ONNX (dynamic batch axis) and its check (`<file>.json`); a
-    failed check leaves no file behind. `images`/`labels`: test images (uint8 NHWC) to check on."""
-    model, meta = load_deployable(directory)
+    failed check leaves no file behind. `images`/`labels`: test images (uint8 NHWC) to check on;
+    `loaded`: the directory's `load_deployable`, when the caller has it already."""
+    model, meta = loaded or load_deployable(directory)
     out = Path(out) if out else default_path(directory)
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; give the ONNX file to write, e.g. {out / 'model.onnx'}")

@@ -51,9 +51,9 @@ def measure(directory: Path, images: np.ndarray, labels: np.ndarray, runs: int =
     """One model's row of `inference.csv`. Exports (and checks) its ONNX graph first."""
     if runs < 100:
         raise UserError(f"latency needs at least 100 timed runs, got {runs}")
-    check = export_onnx(directory, images, labels)
     model, meta = load_deployable(directory)
-    model = model.to(memory_format=torch.channels_last)
+    check = export_onnx(directory, images, labels, loaded=(model, meta))
+    model = model.to(memory_format=torch.channels_last)  # after the export: PyTorch's fast layout for timing
     threads = threads or cores()
     one = torch.from_numpy(np.ascontiguousarray(images[:1]))
     many = torch.from_numpy(np.ascontiguousarray(np.resize(images, (batch,) + images.shape[1:])))
