@@ -151,3 +151,48 @@ def test_cycled_transfer_epochs_are_a_named_deviation():
     cycled = deviations(load_study("quick", ["students.epochs=500", "transfer.epochs=160"]))
     assert any("students train 500 epochs over 160 stored transfer epochs" in d for d in cycled)
     assert any("more than once" in d for d in deviations(load_study("paper")))  # 500 over 160
+
+
+def test_student_widths_reach_mimic_and_hard_students_and_only_them():
+    from shallowmimic.pipeline import plan, student_setting
+
+    def jobs(cfg):
+        return {j.name: j for j in plan(cfg, Path("runs/x"), {"d": 1})["students"]}
+
+    base = jobs(load_study("quick"))
+    wide = jobs(load_study("quick", ["students.widths.conv2@100k=[32, 32]", "students.widths.conv1@300k=[40, 300]"]))
+    assert base.keys() == wide.keys()
+    for name, job in wide.items():
+        spec = student_setting(job.params).solved(32, 10).spec
+        if name.startswith("conv2-100k"):  # mimic and hard-label twins alike
+            assert spec.startswith("32c@5-mp-32c@5-mp-") and job.dir != base[name].dir
+        elif name.startswith("conv1-300k"):
+            assert spec.startswith("40c@5-mp3-") and job.dir != base[name].dir
+        else:  # every other student keeps its directory: a study resumes them
+            assert job.dir == base[name].dir and "free" not in job.params
+            assert spec == student_setting(base[name].params).solved(32, 10).spec
+    assert sum(n.startswith("conv2-100k-hard") for n in wide) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("students.widths.conv9@100k=[3]", "expected FAMILY@BUDGET"),
+    ("students.widths.conv2=[32, 32]", "expected FAMILY@BUDGET"),
+    ("students.widths.conv2@1M=[32, 32]", "1M is not one of the students' budgets"),
+    ("students.widths.conv2@100k=[32]", "conv2 takes 2 free value"),
+    ("students.widths.conv2@100k=[32.5, 32]", "widths must be integers"),
+    ("students.widths.conv2@100k=[200, 200]", "more than the budget"),
+    ("students.widths.conv2@100k=32", "expected a list"),
+    ("students.widths=[1]", "expected a table"),
+])
+def test_student_widths_are_validated(override, message):
+    with pytest.raises(UserError, match=message):
+        load_study("quick", [override])
+
+
+def test_student_widths_are_reported_and_exclude_the_student_search():
+    from shallowmimic.study import deviations
+
+    with pytest.raises(UserError, match="students.widths fixes the widths"):
+        load_study("quick", ["students.widths.conv2@100k=[32, 32]", "search.student_trials=2"])
+    text = " | ".join(deviations(load_study("quick", ["students.widths.conv2@100k=[32, 32]"])))
+    assert "widths set in students.widths for conv2@100k" in text

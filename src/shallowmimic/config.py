@@ -51,6 +51,11 @@ def _coerce(tp, value, where):
         args = typing.get_args(tp)
         item = args[0] if args else Any
         return tuple(_coerce(item, v, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a table, got {value!r}")
+        _, item = typing.get_args(tp) or (str, Any)
+        return {str(k): _coerce(item, v, f"{where}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise UserError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")

@@ -104,12 +104,20 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
             students.append(Job("search", f"{fam}@{budget} {loss} study", out / "trials" / name, p))
             continue
         for r in range(s.repeats):
+            free = s.free_widths(fam, parse_budget(budget))
             p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
                  "train": asdict(student_train_config(cfg, loss, r)),
-                 "init_scale": s.init_scale, "input_scale": s.input_scale}
+                 "init_scale": s.init_scale, "input_scale": s.input_scale,
+                 **({"free": list(free)} if free else {})}  # absent when mid-range: keeps older runs' keys
             name = f"{fam}-{format_budget(parse_budget(budget))}-{loss}-r{r}"
             students.append(Job("student", name, out / "students" / f"{name}-{config_hash(p)}", p))
     return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
+
+
+def student_setting(params: dict) -> StudentSetting:
+    """The student a fixed-setting job trains, from its job parameters."""
+    return StudentSetting(params["family"], params["budget"], params["loss"], tuple(params.get("free", ())),
+                          params["init_scale"], params["input_scale"])
 
 
 def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfig:
@@ -266,10 +274,8 @@ def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, dev
         if job.done():
             continue
         echo(f"student {i + 1}/{len(jobs)}: {job.name}")
-        setting = StudentSetting(p["family"], p["budget"], p["loss"], init_scale=p["init_scale"],
-                                 input_scale=p["input_scale"])
         try:
-            train_student(ds, transfer_dir, setting, TrainConfig(**p["train"]), job.dir, device, cfg.data,
+            train_student(ds, transfer_dir, student_setting(p), TrainConfig(**p["train"]), job.dir, device, cfg.data,
                           progress=progress, data=data)
         except Diverged as e:  # one bad student must not sink the study; the report lists it
             write_json(job.dir / FAILED, {"job": job.name, "reason": str(e)})

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .arch import TTA_MODES
 from .budget import parse_budget
 from .config import apply_overrides, from_dict, load_toml
 from .device import PRECISIONS
 from .errors import UserError
-from .families import get_student, get_teacher
+from .families import get_student, get_teacher, solve_student
 from .losses import LOSSES
 from .teachers import SplitConfig
 
@@ -82,7 +83,17 @@ class StudentsConfig:
     init_scale: float = 1.0
     input_scale: float = 1.0
     grad_clip: LossClip = field(default_factory=LossClip)
+    # Free widths per "family@budget" (e.g. "conv2@100k" = [32, 32]), for mimic and hard-label
+    # students alike; a setting not listed takes the middle of the paper's ranges.
+    widths: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     seed: int = 0
+
+    def free_widths(self, family: str, budget: int) -> tuple:
+        for key, free in self.widths.items():
+            fam, _, b = key.partition("@")
+            if fam == family and parse_budget(b) == budget:
+                return tuple(free)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class StudyConfig:
                                 f"({', '.join(self.students.families)})")
         for b in self.students.budgets + self.students.hard_budgets:
             parse_budget(b)
+        self._check_widths()
         for loss in self.students.losses:
             if loss not in LOSSES:
                 raise UserError(f"students.losses: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
@@ -149,6 +161,32 @@ class StudyConfig:
         if self.transfer.epochs < 1 or self.students.repeats < 1:
             raise UserError("transfer.epochs and students.repeats must be at least 1")
         return self
+
+
+    def _check_widths(self) -> None:
+        s = self.students
+        if s.widths and self.search.student_trials:
+            raise UserError("students.widths fixes the widths that the student search (search.student_trials) "
+                            "chooses; set one of them")
+        budgets = {parse_budget(b) for b in s.budgets + s.hard_budgets}
+        for key, free in s.widths.items():
+            fam, at, b = key.partition("@")
+            where = f"students.widths.{key}"
+            if not at or fam not in s.families:
+                raise UserError(f"{where}: expected FAMILY@BUDGET with a family of students.families "
+                                f"({', '.join(s.families)}), e.g. conv2@100k")
+            if parse_budget(b) not in budgets:
+                raise UserError(f"{where}: {b} is not one of the students' budgets "
+                                f"({', '.join(dict.fromkeys(s.budgets + s.hard_budgets))})")
+            family = get_student(fam)
+            kinds = (float, int) if family.ratios else (int,)
+            if not all(isinstance(w, kinds) and not isinstance(w, bool) for w in free):
+                raise UserError(f"{where}: widths must be {'numbers' if family.ratios else 'integers'}, "
+                                f"got {list(free)}")
+            try:
+                solve_student(family, parse_budget(b), free)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
 
 
 def deviations(cfg: StudyConfig) -> list[str]:
@@ -181,8 +219,11 @@ def deviations(cfg: StudyConfig) -> list[str]:
                    "each stored epoch more than once")
     if not search.student_trials:
         lrs = ", ".join(f"{loss} {s.lr[loss]:g}" for loss in s.losses + ("hard",) * bool(s.hard_budgets))
-        out.append(f"no student search: fixed learning rates ({lrs}), momentum {s.momentum:g}, the middle of "
-                   f"the paper's width ranges, {s.repeats} model(s) per setting (paper: 20 searched, best 5)")
+        widths = "the middle of the paper's width ranges"
+        if s.widths:
+            widths = f"the widths set in students.widths for {', '.join(s.widths)} and {widths} elsewhere"
+        out.append(f"no student search: fixed learning rates ({lrs}), momentum {s.momentum:g}, {widths}, "
+                   f"{s.repeats} model(s) per setting (paper: 20 searched, best 5)")
     if s.schedule != "plateau":
         out.append(f"students use the {s.schedule} schedule for {s.epochs} epochs, not the plateau schedule")
     clipped = [loss for loss in dict.fromkeys(s.losses + ("hard",)) if s.grad_clip[loss] > 0]
