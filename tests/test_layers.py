@@ -12,14 +12,14 @@ LAYERS = [
     ("augment", {"augment", "preview"}),
     ("models", {"arch", "budget", "families", "spaces", "checkpoint", "models", "flops"}),
     ("training", {"schedule", "losses", "batches", "train", "teachers"}),
-    ("search", {"search"}),
+    ("search", {"search", "jobs"}),
     ("ensemble", {"ensemble"}),
     ("transfer set", {"transfer"}),
     ("students", {"students"}),
     ("deploy", {"export", "inference"}),
     ("report", {"paper", "results", "findings", "frontier", "figure", "report"}),
     ("study", {"study", "tuning", "pipeline"}),
-    ("interface", {"cli", "report_arch", "bench", "__main__", "__init__"}),
+    ("interface", {"cli", "launch", "report_arch", "bench", "__main__", "__init__"}),
 ]
 LEVEL = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
 PACKAGE = Path(shallowmimic.__file__).parent

@@ -159,8 +159,9 @@ def test_student_widths_reach_mimic_and_hard_students_and_only_them():
     def jobs(cfg):
         return {j.name: j for j in plan(cfg, Path("runs/x"), {"d": 1})["students"]}
 
-    base = jobs(load_study("quick"))
-    wide = jobs(load_study("quick", ["students.widths.conv2@100k=[32, 32]", "students.widths.conv1@300k=[40, 300]"]))
+    base = jobs(load_study("quick", ["students.widths={}"]))
+    wide = jobs(load_study("quick", ["students.widths={}", "students.widths.conv2@100k=[32, 32]",
+                                     "students.widths.conv1@300k=[40, 300]"]))
     assert base.keys() == wide.keys()
     for name, job in wide.items():
         spec = student_setting(job.params).solved(32, 10).spec
@@ -194,5 +195,6 @@ def test_student_widths_are_reported_and_exclude_the_student_search():
 
     with pytest.raises(UserError, match="students.widths fixes the widths"):
         load_study("quick", ["students.widths.conv2@100k=[32, 32]", "search.student_trials=2"])
-    text = " | ".join(deviations(load_study("quick", ["students.widths.conv2@100k=[32, 32]"])))
-    assert "widths set in students.widths for conv2@100k" in text
+    text = " | ".join(deviations(load_study("quick", ["students.widths={}", "students.widths.conv2@100k=[32, 32]"])))
+    assert "widths set in students.widths for conv2@100k and the middle" in text
+    assert "widths set in students.widths" not in " | ".join(deviations(load_study("quick", ["students.widths={}"])))

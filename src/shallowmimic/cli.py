@@ -452,15 +452,29 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--retry-failed", is_flag=True,
               help="Train again the students marked failed (diverged); otherwise a failed job stays failed.")
 @click.option("--no-progress", is_flag=True)
-def run_cmd(data_path, preset, out, overrides, device, precision, retry_failed, no_progress):
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Start this many cooperating workers here (a GPU each when as many are visible, else "
+                   "the CPU threads divided). The same command started on other machines with a shared "
+                   "--set search.storage joins them.")
+def run_cmd(data_path, preset, out, overrides, device, precision, retry_failed, no_progress, workers):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
-    Re-running the same command resumes; finished work is skipped."""
+    Re-running the same command resumes; finished work is skipped. Several runs of one study
+    (this command started again, or --workers N) divide its jobs between them."""
     from .pipeline import run_study
     from .study import load_study
 
     ov = list(overrides) + ([f'device="{device}"'] if device else []) + \
         ([f'precision="{precision}"'] if precision else [])
-    run_study(load_study(preset, ov), out, data_path, progress=not no_progress, retry_failed=retry_failed)
+    cfg = load_study(preset, ov)  # a bad config fails here, once, not in every worker
+    if workers != 1:
+        from .launch import launch
+
+        if retry_failed:
+            raise UserError("--retry-failed with --workers: run it once with one worker first")
+        args = ["--preset", preset, "--out", str(out), "--no-progress", *(a for o in ov for a in ("--set", o))]
+        launch(args + (["--data", str(data_path)] if data_path else []), workers, out, cfg.device, echo=click.echo)
+        return
+    run_study(cfg, out, data_path, progress=not no_progress, retry_failed=retry_failed)
 
 
 @main.command("report")

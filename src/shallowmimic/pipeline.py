@@ -38,9 +38,11 @@ from .errors import UserError
 from .inference import CSV_NAME as INFERENCE_CSV
 from .inference import measure_study
 from .io import provenance, read_json, write_json
+from .jobs import JobQueue, open_queue
 from .models import load_model
 from .report import build_report
 from .results import TOP
+from .search import make_storage, storage_url
 from .students import StudentSetting, add_test_accuracy, train_student
 from .study import StudyConfig, deviations
 from .teachers import split_tensors, teacher_config, train_teacher
@@ -52,6 +54,7 @@ from .tuning import SearchConfig, study_summary, tune_students, tune_teachers
 RUN_JSON = "run.json"
 FAILED = "failed.json"
 SEARCH_JSON = "search.json"  # a finished study's summary, in its trials directory
+INFERENCE_NOTES = "inference.json"  # the inference stage's outcome, in out/inference/<hash>/
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ class Job:
 
     def done(self) -> bool:
         """Finished, or failed in a way a re-run would only repeat (a diverged student)."""
-        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST,
-                  "search": SEARCH_JSON}.get(self.stage, "result.json")
+        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST, "search": SEARCH_JSON,
+                  "inference": INFERENCE_NOTES}.get(self.stage, "result.json")
         return (self.dir / marker).exists() or (self.dir / FAILED).exists()
 
     def started(self) -> bool:
@@ -155,39 +158,42 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     echo(f"study '{cfg.name}' in {out} on {device}, {precision(device)} ({ds.source}); "
          f"machine reference {reference:,.0f} GFLOP/s (fp32 matmul)\n{overview(jobs)}")
 
+    # Every `run` on this directory is a worker; each job below is done by exactly one of them.
+    queue = job_queue(cfg, out, echo)
+
     # 1. teachers
-    teacher_dirs = _teachers_stage(cfg, jobs["teachers"], ds, out, device, data, progress, echo)
+    teacher_dirs = _teachers_stage(cfg, jobs["teachers"], ds, out, device, data, progress, echo, queue)
     teacher_rows = [{**read_json(d / "result.json", "unfinished teacher"), "dir": str(d)} for d in teacher_dirs]
 
     # 2. ensemble
     ens_job = jobs["ensemble"][0]
-    if not ens_job.done():
-        build_ensemble(teacher_rows, cfg.ensemble.k, data, ens_job.dir, device)
+    queue.share([ens_job], lambda job: build_ensemble(teacher_rows, cfg.ensemble.k, data, job.dir, device))
     manifest = read_manifest(ens_job.dir)
     echo(f"ensemble of {manifest['k']}: val {100 * manifest['val_acc']:.2f}%, test {100 * manifest['test_acc']:.2f}% "
          f"(best member: test {100 * manifest['best_member']['test_acc']:.2f}%)")
 
     # 3. transfer set
     tr_job = jobs["transfer"][0]
-    if not tr_job.done():
+
+    def label_transfer_set(job: Job) -> None:
         members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
         if cfg.transfer.tta != "model":
             members = [with_tta(m, cfg.transfer.tta) for m in members]
-        ensemble = Ensemble(members).eval()
         tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize,
                               images=cfg.transfer.images)
-        info = generate(ensemble, data["x_train"], tcfg, tr_job.dir,
+        info = generate(Ensemble(members).eval(), data["x_train"], tcfg, job.dir,
                         {"ensemble": str(ens_job.dir), "split_fingerprint": data["fingerprint"],
                          "tta": cfg.transfer.tta}, progress=progress)
         echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
              f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
-        del ensemble
+
+    queue.share([tr_job], label_transfer_set)
 
     # 4. students
-    student_dirs = _students_stage(cfg, jobs["students"], ds, out, tr_job.dir, device, data, progress, echo)
+    student_dirs = _students_stage(cfg, jobs["students"], ds, out, tr_job.dir, device, data, progress, echo, queue)
 
     # 5. inference cost
-    inference = _inference_stage(cfg, [*teacher_dirs, ens_job.dir, *student_dirs], ds, out, progress, echo)
+    inference = _inference_stage(cfg, [*teacher_dirs, ens_job.dir, *student_dirs], ds, out, progress, echo, queue)
 
     # 6. report
     # Wall time of the study: summed over the invocations that did work for this config.
@@ -204,6 +210,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
            "notes": _notes(cfg, jobs) + inference["notes"], "inference": inference["csv"],
            "deviations": deviations(cfg), "machine_reference_gflops": round(reference, 1),
            "precision": precision(device), "threads": torch.get_num_threads(),
+           "jobs_per_worker": queue.jobs_per_worker(),
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
     report = build_report(out / "report", run)
@@ -213,12 +220,18 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     return report
 
 
+def job_queue(cfg: StudyConfig, out: Path, echo=click.echo) -> JobQueue:
+    """The study's job queue, in the searches' storage (search.storage, else RUN/studies.db)."""
+    storage = make_storage(storage_url(cfg.search.storage or None, out), cfg.search.heartbeat)
+    return JobQueue(open_queue(storage, f"jobs:{Path(out).resolve()}"), out, log=echo)
+
+
 def _search_config(cfg: StudyConfig, trials: int) -> SearchConfig:
     s = cfg.search
     return SearchConfig(trials, s.sampler, s.startup, s.seed, s.storage, s.heartbeat)
 
 
-def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress, echo) -> list[Path]:
+def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress, echo, queue: JobQueue) -> list[Path]:
     """Train the fixed teachers, or run the teacher study; return the teachers' directories."""
     if jobs and jobs[0].stage == "search":
         job = jobs[0]
@@ -229,9 +242,9 @@ def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress,
             write_json(job.dir / SEARCH_JSON, {**study_summary(study), "role": "teacher"})
         summary = read_json(job.dir / SEARCH_JSON, "unfinished study")
         return [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
-    for job in jobs:
-        if job.done():
-            continue
+
+    def train(job: Job) -> None:
+        echo(f"{job.name}: training")
         smoothing = cfg.teachers.label_smoothing if cfg.teachers.label_smoothing >= 0 else None
         tcfg = teacher_config(cfg.teachers.variant, epochs=cfg.teachers.epochs, seed=job.params["seed"],
                               batch_size=cfg.teachers.batch_size or None, lr=cfg.teachers.lr or None,
@@ -245,13 +258,16 @@ def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress,
             # Nothing is marked failed, so a re-run (with changed settings) tries it again.
             raise UserError(f"{job.name} diverged, so the study stops here ({e}); change teachers.lr "
                             "or teachers.variant and run again") from e
+
+    queue.share(jobs, train)
     return [j.dir for j in jobs]
 
 
 def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, device, data, progress,
-                    echo) -> list[Path]:
+                    echo, queue: JobQueue) -> list[Path]:
     """Train the fixed students, or run one study per setting; return the students' directories."""
     dirs: list[Path] = []
+    fixed: list[Job] = []
     for i, job in enumerate(jobs):
         p = job.params
         if job.stage == "search":
@@ -271,19 +287,22 @@ def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, dev
             dirs += [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
             continue
         dirs.append(job.dir)
-        if job.done():
-            continue
-        echo(f"student {i + 1}/{len(jobs)}: {job.name}")
+        fixed.append(job)
+
+    def train(job: Job) -> None:
+        echo(f"student {jobs.index(job) + 1}/{len(jobs)}: {job.name}")
         try:
-            train_student(ds, transfer_dir, student_setting(p), TrainConfig(**p["train"]), job.dir, device, cfg.data,
-                          progress=progress, data=data)
+            train_student(ds, transfer_dir, student_setting(job.params), TrainConfig(**job.params["train"]), job.dir,
+                          device, cfg.data, progress=progress, data=data)
         except Diverged as e:  # one bad student must not sink the study; the report lists it
             write_json(job.dir / FAILED, {"job": job.name, "reason": str(e)})
             echo(f"  failed: {e}")
+
+    queue.share(fixed, train)
     return dirs
 
 
-def _inference_stage(cfg, dirs: list[Path], ds, out: Path, progress, echo) -> dict:
+def _inference_stage(cfg, dirs: list[Path], ds, out: Path, progress, echo, queue: JobQueue) -> dict:
     """inference.csv for every finished model and the ensemble; skipped (with a note in the
     report) when switched off or when onnxruntime is missing."""
     if not cfg.inference.enabled:
@@ -295,12 +314,22 @@ def _inference_stage(cfg, dirs: list[Path], ds, out: Path, progress, echo) -> di
         return {"csv": None, "notes": ["Inference cost not measured: onnx / onnxruntime are not installed "
                                        "(pip install onnx onnxruntime)."]}
     path = out / INFERENCE_CSV
-    notes: list[str] = []
-    rows = measure_study(reported_models(dirs), ds.x_test, ds.y_test, path, progress=progress,
-                         runs=cfg.inference.runs, batch=cfg.inference.batch,
-                         on_error=lambda d, e: notes.append(f"Inference cost not measured for {d}: {e}"))
-    echo(f"inference cost: {len(rows)} models exported to ONNX, checked by onnxruntime and timed -> {path}")
-    return {"csv": str(path), "notes": notes}
+    models = reported_models(dirs)
+    # One job, so that no worker times models while another trains beside it; its notes are kept
+    # for the workers that waited for it.
+    job = Job("inference", "inference cost", out / "inference" / config_hash(
+        {"models": [str(d) for d in models], "runs": cfg.inference.runs, "batch": cfg.inference.batch}), {})
+
+    def measure(job: Job) -> None:
+        notes: list[str] = []
+        rows = measure_study(models, ds.x_test, ds.y_test, path, progress=progress, runs=cfg.inference.runs,
+                             batch=cfg.inference.batch,
+                             on_error=lambda d, e: notes.append(f"Inference cost not measured for {d}: {e}"))
+        echo(f"inference cost: {len(rows)} models exported to ONNX, checked by onnxruntime and timed -> {path}")
+        write_json(job.dir / INFERENCE_NOTES, {"csv": str(path), "notes": notes})
+
+    queue.share([job], measure)
+    return read_json(job.dir / INFERENCE_NOTES, "unfinished inference stage")
 
 
 def reported_models(dirs: list[Path]) -> list[Path]:

@@ -101,8 +101,11 @@ def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> opt
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(6):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=grace or 2 * heartbeat)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                 grace_period=grace or 2 * heartbeat)
+            if url.startswith("sqlite"):
+                _serialize_sqlite(storage.engine)
+            return storage
         except Exception as e:  # driver missing, server down, bad URL: all one line for the user
             # Workers starting together race to create the schema ("already exists", a UNIQUE
             # violation on the version table); the loser retries and finds the schema made.
@@ -112,6 +115,25 @@ def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> opt
                 continue
             raise UserError(f"cannot open study storage {url!r} ({text})".splitlines()[0]) from None
     raise AssertionError("unreachable")
+
+
+def _serialize_sqlite(engine) -> None:
+    """Make every SQLite transaction take the write lock when it starts (BEGIN IMMEDIATE).
+    Python's sqlite3 driver otherwise begins a transaction only at the first write, so Optuna's
+    read-check-write of a trial's state (popping a WAITING trial, telling a result) can interleave
+    between processes: two workers could both pop one WAITING job. (SQLAlchemy's recipe for
+    pysqlite; PostgreSQL's row locks need nothing.)"""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (schema checks) are dropped
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage, sampler: str = "gp", startup: int = 10,

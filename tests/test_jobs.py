@@ -1,0 +1,86 @@
+"""Issue 10: fixed jobs shared by worker processes through an Optuna study (the job queue alone;
+tests/test_workers.py runs whole studies)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+WORKER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from shallowmimic.jobs import open_queue, run_jobs
+    from shallowmimic.search import make_storage
+
+    url, log, keys, slow = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(","), sys.argv[4]
+    study = open_queue(make_storage(url, heartbeat=1, grace=3), "jobs")
+
+    def work(key):
+        with open(log, "a") as f:
+            f.write(f"start {key} {os.getpid()}\\n")
+        time.sleep(3 if key == slow else 0.2)
+        if key == "bad":
+            raise RuntimeError("this job always fails")
+        with open(log, "a") as f:
+            f.write(f"done {key} {os.getpid()}\\n")
+        return True
+
+    run_jobs(study, keys, work, poll=0.2)
+""")
+
+
+def start(tmp_path, url, keys, slow=""):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    return subprocess.Popen([sys.executable, str(script), url, str(tmp_path / "log"), ",".join(keys), slow],
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def lines(tmp_path, kind):
+    return [line.split()[1:] for line in (tmp_path / "log").read_text().splitlines() if line.startswith(kind)]
+
+
+def test_three_workers_do_every_job_exactly_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    keys = [f"job{i}" for i in range(12)]
+    procs = [start(tmp_path, url, keys) for _ in range(3)]
+    assert all(p.wait(120) == 0 for p in procs)
+    done = lines(tmp_path, "done")
+    assert sorted(k for k, _ in done) == sorted(keys)  # each exactly once
+    assert len({pid for _, pid in done}) >= 2  # the work was shared
+
+
+def test_a_killed_worker_leaves_its_job_to_another(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    keys = [f"job{i}" for i in range(6)]
+    victim = start(tmp_path, url, keys, slow="job0")
+    while not (tmp_path / "log").exists() or not lines(tmp_path, "start"):
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    procs = [start(tmp_path, url, keys) for _ in range(2)]
+    assert all(p.wait(120) == 0 for p in procs)
+    done = [k for k, _ in lines(tmp_path, "done")]
+    assert sorted(done) == sorted(keys)  # job0, killed mid-way, was finished by another worker
+    assert [k for k, _ in lines(tmp_path, "start")].count("job0") == 2
+
+
+def test_a_failing_job_stops_every_worker_and_runs_once(tmp_path):
+    """A job that raises (a diverged teacher) is not retried by each worker in turn: the workers
+    waiting for it stop with its error."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    keys = ["bad"] + [f"job{i}" for i in range(5)]
+    procs = [start(tmp_path, url, keys) for _ in range(2)]
+    assert all(p.wait(120) != 0 for p in procs)
+    assert [k for k, _ in lines(tmp_path, "start")].count("bad") == 1
+
+
+def test_worker_environments_divide_gpus_and_threads():
+    from shallowmimic.launch import worker_envs
+
+    assert worker_envs(2, [], 16) == [{"SHALLOWMIMIC_THREADS": "8"}] * 2
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(3, ["4", "5"], 16)] == ["4", "5", "4"]
+    assert worker_envs(4, [], 2)[0]["SHALLOWMIMIC_THREADS"] == "1"
+    assert worker_envs(2, [], 16, threads="3")[1]["SHALLOWMIMIC_THREADS"] == "3"  # the user's choice wins
