@@ -10,7 +10,6 @@ that the others mark FAIL once its heartbeat is stale, and the study still reach
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import UserError
+from .jobs import worker_id
 from .spaces import Param
 
 # Heartbeats are "experimental" in Optuna since 2.9 yet stable in practice; say it once, here.
@@ -192,7 +192,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     any_streak: list[str] = []  # failures of any kind in a row
 
     def guarded(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_id())
         active = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                   if t.number < trial.number]
         if len(active) >= n_trials:
