@@ -164,6 +164,22 @@ def test_inference_row_counts_flops_and_times_both_runtimes(tmp_path):
     assert read_inference(csv_path)[0]["params"] == rows[0]["params"]
 
 
+def test_models_of_one_architecture_are_timed_once(tmp_path, monkeypatch):
+    import shallowmimic.inference as inference
+
+    spec = solve_student(STUDENTS["conv2"], 20_000, default_free(STUDENTS["conv2"], 20_000)).spec
+    a, b = (make_model(tmp_path / n, "student", "conv2", spec, seed=i) for i, n in enumerate("ab"))
+    c = tiny_student(tmp_path, "mlp1")
+    calls = []
+    real = inference._time
+    monkeypatch.setattr(inference, "_time", lambda model, d, *args: calls.append(d) or real(model, d, *args))
+    rows = inference.measure_study([a, b, c], IMAGES, LABELS, tmp_path / "inference.csv", progress=False)
+    assert calls == [a, c]  # b shares a's architecture
+    assert rows[1]["timed_as"] == str(a) and rows[0]["timed_as"] == "" and rows[2]["timed_as"] == ""
+    assert rows[1]["onnx_b1_ms"] == rows[0]["onnx_b1_ms"] and (b / "model.onnx").exists()  # exported all the same
+    assert inference.read_inference(tmp_path / "inference.csv")[1]["timed_as"] == str(a)
+
+
 def test_ensemble_flops_count_every_member_and_view(tmp_path):
     from shallowmimic.export import Deployable, load_deployable
     from shallowmimic.flops import inference_flops_per_image

@@ -172,7 +172,26 @@ def test_student_widths_reach_mimic_and_hard_students_and_only_them():
         else:  # every other student keeps its directory: a study resumes them
             assert job.dir == base[name].dir and "free" not in job.params
             assert spec == student_setting(base[name].params).solved(32, 10).spec
-    assert sum(n.startswith("conv2-100k-hard") for n in wide) == 2
+    assert sum(n.startswith("conv2-100k-mimic") for n in wide) == 2
+
+
+def test_hard_label_settings_can_have_fewer_models():
+    from shallowmimic.pipeline import plan
+    from shallowmimic.study import deviations
+
+    def counts(overrides):
+        names = [j.name for j in plan(load_study("quick", overrides), Path("runs/x"), {"d": 1})["students"]]
+        return tuple(sum(n.startswith(f"conv2-100k-{loss}") for n in names) for loss in ("mimic", "hard"))
+
+    assert counts(["students.repeats=2", "students.hard_repeats=0"]) == (2, 2)
+    assert counts(["students.repeats=2", "students.hard_repeats=1"]) == (2, 1)
+    assert counts(["students.repeats=1", "students.hard_repeats=3"]) == (1, 3)
+    text = " | ".join(deviations(load_study("quick", ["students.repeats=2", "students.hard_repeats=1"])))
+    assert "2 model(s) per setting (1 per hard-label setting)" in text
+    with pytest.raises(UserError, match="hard_repeats must be 0"):
+        load_study("quick", ["students.hard_repeats=-1"])
+    with pytest.raises(UserError, match="hard_repeats sets the models"):
+        load_study("quick", ["students.widths={}", "students.hard_repeats=1", "search.student_trials=2"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -117,3 +117,28 @@ def test_one_unclear_deciding_comparison_is_inconclusive():
 def test_bootstrap_is_reproducible():
     a, b = _correlated(0.01, 400)
     assert bootstrap_diff(a, b, seed=5) == bootstrap_diff(a, b, seed=5)
+
+
+def test_bootstrap_equals_the_definition_by_resampled_images():
+    """The fast path (image counts times correctness, one matmul) must give exactly the interval
+    of the definition: draw image indices, average the drawn images, resample models."""
+    rng = np.random.default_rng(3)
+    a, b = rng.random((3, 500)) < 0.7, rng.random((1, 500)) < 0.65
+    resamples, chunk, seed = 300, 100, 11
+
+    def naive_means(c, idx, gen):
+        per_model = c[:, idx].mean(axis=2)
+        if c.shape[0] == 1:
+            return per_model[0]
+        pick = gen.integers(0, c.shape[0], size=(c.shape[0], idx.shape[0]))
+        return np.take_along_axis(per_model, pick, axis=0).mean(axis=0)
+
+    gen = np.random.Generator(np.random.PCG64(seed))
+    diffs = []
+    for _ in range(resamples // chunk):
+        idx = gen.integers(0, 500, size=(chunk, 500))
+        diffs.append(naive_means(a, idx, gen) - naive_means(b, idx, gen))
+    d = np.concatenate(diffs)
+    got = bootstrap_diff(a, b, resamples=resamples, seed=seed, chunk=chunk)
+    want = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
+    assert (got.lo, got.hi) == pytest.approx(want, rel=1e-12, abs=1e-15)  # equal up to rounding

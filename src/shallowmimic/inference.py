@@ -4,6 +4,8 @@ at batch 256, in PyTorch and in onnxruntime, for every model of a study (`infere
 Thread counts are pinned and recorded: batch-1 latency on 1 thread (a serving process per core),
 throughput on every core the process may use. Both runtimes compute in fp32 on the exported
 graph's input (uint8 images; standardization included), so they are compared like for like.
+Models of one architecture (same layers and shapes) are timed once: their cost does not depend on
+the weights, and timing is most of the stage.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ CSV_NAME = "inference.csv"
 COLUMNS = ["name", "role", "family", "loss", "params", "mflops", "test_acc",
            "torch_b1_ms", "torch_b1_p90_ms", "torch_b256_ips", "onnx_b1_ms", "onnx_b1_p90_ms", "onnx_b256_ips",
            "onnx_max_abs_diff", "runs", "batch", "latency_threads", "throughput_threads", "machine_reference_gflops",
-           "dir"]
+           "dir", "timed_as"]
+OPTIONAL = {"timed_as"}  # absent from tables written before it existed
+TIMING = ["mflops", "torch_b1_ms", "torch_b1_p90_ms", "torch_b256_ips", "onnx_b1_ms", "onnx_b1_p90_ms",
+          "onnx_b256_ips", "machine_reference_gflops"]
 
 
 def cores() -> int:
@@ -46,15 +51,38 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
     return times
 
 
+def architecture(model: torch.nn.Module) -> str:
+    """What a model's cost depends on: its layers and their shapes, not its weights."""
+    shapes = ",".join(f"{n}:{tuple(p.shape)}" for n, p in model.state_dict().items())
+    return f"{model}|{shapes}"
+
+
 def measure(directory: Path, images: np.ndarray, labels: np.ndarray, runs: int = 100, warmup: int = 10,
-            batch: int = 256, threads: int | None = None, reference: float | None = None) -> dict:
-    """One model's row of `inference.csv`. Exports (and checks) its ONNX graph first."""
+            batch: int = 256, threads: int | None = None, reference: float | None = None,
+            timed: dict[str, dict] | None = None) -> dict:
+    """One model's row of `inference.csv`. Exports (and checks) its ONNX graph first. `timed`:
+    rows measured earlier by architecture; a model whose architecture is there takes its
+    timings (dense CPU kernels cost the same whatever the weights) and names it in `timed_as`."""
     if runs < 100:
         raise UserError(f"latency needs at least 100 timed runs, got {runs}")
     model, meta = load_deployable(directory)
     check = export_onnx(directory, images, labels, loaded=(model, meta))
+    row = {"name": meta["name"], "role": meta["role"], "family": meta["family"], "loss": meta["loss"],
+           "params": meta["params"], "test_acc": meta["test_acc"], "onnx_max_abs_diff": check["max_abs_logit_diff"],
+           "runs": runs, "batch": batch, "latency_threads": 1, "throughput_threads": threads or cores(),
+           "dir": str(directory), "timed_as": ""}
+    same = (timed or {}).get(architecture(model))
+    if same is not None:
+        return {**row, **{k: same[k] for k in TIMING}, "timed_as": same["dir"]}
+    row.update(_time(model, directory, images, runs, warmup, batch, threads or cores()))
+    row["machine_reference_gflops"] = round(reference or machine_reference(), 1)
+    if timed is not None:
+        timed[architecture(model)] = row
+    return row
+
+
+def _time(model, directory: Path, images: np.ndarray, runs: int, warmup: int, batch: int, threads: int) -> dict:
     model = model.to(memory_format=torch.channels_last)  # after the export: PyTorch's fast layout for timing
-    threads = threads or cores()
     one = torch.from_numpy(np.ascontiguousarray(images[:1]))
     many = torch.from_numpy(np.ascontiguousarray(np.resize(images, (batch,) + images.shape[1:])))
     path = default_path(directory)
@@ -74,13 +102,9 @@ def measure(directory: Path, images: np.ndarray, labels: np.ndarray, runs: int =
     finally:
         torch.set_num_threads(before)
     ms = lambda t, q: float(np.quantile(t, q) * 1e3)  # noqa: E731
-    return {"name": meta["name"], "role": meta["role"], "family": meta["family"], "loss": meta["loss"],
-            "params": meta["params"], "mflops": flops / 1e6, "test_acc": meta["test_acc"],
-            "torch_b1_ms": ms(t_b1, 0.5), "torch_b1_p90_ms": ms(t_b1, 0.9), "torch_b256_ips": batch / np.median(t_bn),
-            "onnx_b1_ms": ms(o_b1, 0.5), "onnx_b1_p90_ms": ms(o_b1, 0.9), "onnx_b256_ips": batch / np.median(o_bn),
-            "onnx_max_abs_diff": check["max_abs_logit_diff"], "runs": runs, "batch": batch, "latency_threads": 1,
-            "throughput_threads": threads,
-            "machine_reference_gflops": round(reference or machine_reference(), 1), "dir": str(directory)}
+    return {"mflops": flops / 1e6, "torch_b1_ms": ms(t_b1, 0.5), "torch_b1_p90_ms": ms(t_b1, 0.9),
+            "torch_b256_ips": batch / np.median(t_bn), "onnx_b1_ms": ms(o_b1, 0.5), "onnx_b1_p90_ms": ms(o_b1, 0.9),
+            "onnx_b256_ips": batch / np.median(o_bn)}
 
 
 def _reusable(row: dict | None, runs: int, batch: int, threads: int) -> bool:
@@ -107,11 +131,13 @@ def measure_study(dirs: list[Path], images: np.ndarray, labels: np.ndarray, out_
     done = {r["dir"]: r for r in read_inference(out_csv)} if Path(out_csv).exists() else {}
     reference = machine_reference()
     rows: list[dict] = []
+    timed: dict[str, dict] = {}  # architecture -> the row that timed it
     for d in tqdm([Path(d) for d in dirs], desc="inference cost", unit="model", disable=not progress):
         row = done.get(str(d))
         if not _reusable(row, runs, batch, threads):
             try:
-                row = measure(d, images, labels, runs=runs, batch=batch, threads=threads, reference=reference)
+                row = measure(d, images, labels, runs=runs, batch=batch, threads=threads, reference=reference,
+                              timed=timed)
             except UserError as e:
                 if on_error is None:
                     raise
@@ -137,7 +163,7 @@ def read_inference(path: Path) -> list[dict]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL]
             if missing:
                 raise UserError(f"{path}: not an inference table (no column {missing[0]!r})")
             rows = list(reader)
@@ -147,7 +173,7 @@ def read_inference(path: Path) -> list[dict]:
 
 
 _INTEGER = {"params", "runs", "batch", "latency_threads", "throughput_threads"}
-_TEXT = {"name", "role", "family", "loss", "dir"}
+_TEXT = {"name", "role", "family", "loss", "dir", "timed_as"}
 
 
 def _parse(key: str, value: str | None):

@@ -106,7 +106,7 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
             name = f"students-{fam}-{format_budget(parse_budget(budget))}-{loss}-{config_hash(p)}"
             students.append(Job("search", f"{fam}@{budget} {loss} study", out / "trials" / name, p))
             continue
-        for r in range(s.repeats):
+        for r in range(s.models_per_setting(loss)):
             free = s.free_widths(fam, parse_budget(budget))
             p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
                  "train": asdict(student_train_config(cfg, loss, r)),

@@ -66,14 +66,16 @@ class Interval:
         return f"{100 * self.value:{f}} [{100 * self.lo:{f}}, {100 * self.hi:{f}}]"
 
 
-def _resampled_means(c: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Accuracy of setting `c` under each image resample (rows of `idx`), with its models
-    resampled too when there are several."""
-    per_model = c[:, idx].mean(axis=2)  # (models, resamples)
+def _resampled_means(c: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Accuracy of setting `c` under each image resample (`counts`: how often each image is
+    drawn, one row per resample), with its models resampled too when there are several."""
+    # correct . counts / n: a matmul, exact in float32 (integer sums below 2^24), and far faster
+    # than gathering c[:, idx]
+    per_model = (c.astype(np.float32) @ counts.T).astype(np.float64) / counts.shape[1]  # (models, resamples)
     m = c.shape[0]
     if m == 1:
         return per_model[0]
-    pick = rng.integers(0, m, size=(m, idx.shape[0]))
+    pick = rng.integers(0, m, size=(m, counts.shape[0]))
     return np.take_along_axis(per_model, pick, axis=0).mean(axis=0)
 
 
@@ -88,8 +90,11 @@ def bootstrap_diff(a, b, resamples: int = RESAMPLES, seed: int = 0, level: float
     rng = np.random.Generator(np.random.PCG64(seed))
     diffs = []
     for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        diffs.append(_resampled_means(a, idx, rng) - _resampled_means(b, idx, rng))
+        r = min(chunk, resamples - start)
+        idx = rng.integers(0, n, size=(r, n))
+        counts = np.bincount((idx + n * np.arange(r)[:, None]).ravel(), minlength=r * n)
+        counts = counts.reshape(r, n).astype(np.float32)
+        diffs.append(_resampled_means(a, counts, rng) - _resampled_means(b, counts, rng))
     d = np.concatenate(diffs)
     tail = 100 * (1 - level) / 2
     return Interval(float(a.mean() - b.mean()), float(np.percentile(d, tail)), float(np.percentile(d, 100 - tail)))

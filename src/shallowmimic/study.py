@@ -75,6 +75,7 @@ class StudentsConfig:
     hard_budgets: tuple[str, ...] = ()  # hard-label twins at these budgets ...
     hard_families: tuple[str, ...] = ()  # ... of these families (empty: every family)
     repeats: int = 1  # models per setting (seeds); the report averages the best 5
+    hard_repeats: int = 0  # models per hard-label setting; 0: as many as `repeats`
     epochs: int = 30
     batch_size: int = 128
     lr: LossLR = field(default_factory=LossLR)
@@ -87,6 +88,9 @@ class StudentsConfig:
     # students alike; a setting not listed takes the middle of the paper's ranges.
     widths: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     seed: int = 0
+
+    def models_per_setting(self, loss: str) -> int:
+        return self.hard_repeats if loss == "hard" and self.hard_repeats else self.repeats
 
     def free_widths(self, family: str, budget: int) -> tuple:
         for key, free in self.widths.items():
@@ -160,6 +164,11 @@ class StudyConfig:
             raise UserError(f"search.sampler: {self.search.sampler!r} is not one of gp, tpe, random")
         if self.transfer.epochs < 1 or self.students.repeats < 1:
             raise UserError("transfer.epochs and students.repeats must be at least 1")
+        if self.students.hard_repeats < 0:
+            raise UserError("students.hard_repeats must be 0 (as many as students.repeats) or more")
+        if self.students.hard_repeats and self.search.student_trials:
+            raise UserError("students.hard_repeats sets the models per hard-label setting without a search; "
+                            "the student search (search.student_trials) chooses its own")
         return self
 
 
@@ -222,8 +231,11 @@ def deviations(cfg: StudyConfig) -> list[str]:
         widths = "the middle of the paper's width ranges"
         if s.widths:
             widths = f"the widths set in students.widths for {', '.join(s.widths)} and {widths} elsewhere"
+        hard_models = ""
+        if s.hard_budgets and s.models_per_setting("hard") != s.repeats:
+            hard_models = f" ({s.models_per_setting('hard')} per hard-label setting)"
         out.append(f"no student search: fixed learning rates ({lrs}), momentum {s.momentum:g}, {widths}, "
-                   f"{s.repeats} model(s) per setting (paper: 20 searched, best 5)")
+                   f"{s.repeats} model(s) per setting{hard_models} (paper: 20 searched, best 5)")
     if s.schedule != "plateau":
         out.append(f"students use the {s.schedule} schedule for {s.epochs} epochs, not the plateau schedule")
     clipped = [loss for loss in dict.fromkeys(s.losses + ("hard",)) if s.grad_clip[loss] > 0]
