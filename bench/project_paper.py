@@ -52,8 +52,8 @@ def main() -> None:
     s_epochs = s.epochs * args.epochs_fraction
     settings = [(f, b, "mimic") for b in s.budgets for f in s.families]
     settings += [(f, b, "hard") for b in s.hard_budgets for f in s.hard_families]
-    n = cfg.search.student_trials or s.repeats
     for fam, b, loss in settings:
+        n = cfg.search.student_trials or s.models_per_setting(loss)
         budget = parse_budget(b)
         solved = solve_student(STUDENTS[fam], budget, default_free(STUDENTS[fam], budget))
         f = per_image(solved.spec, STUDENT_OPTIONS)

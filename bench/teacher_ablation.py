@@ -56,10 +56,11 @@ def main() -> None:
         variant = replace(ABLATIONS[name], name=f"fast-{name}")
         TEACHERS[variant.name] = variant
         out = Path(args.out) / f"{name}-{args.epochs}ep"
-        r = train_teacher(ds, out, variant.name, None, teacher_config(variant.name, epochs=args.epochs), device,
-                          data=data, progress=False)
+        cfg = teacher_config(variant.name, epochs=args.epochs)
+        r = train_teacher(ds, out, variant.name, None, cfg, device, data=data, progress=False)
         history = [json.loads(line) for line in (out / METRICS).read_text().splitlines()]
         rows.append({"variant": f"{name} ({used})", "spec": r["spec"], "params": r["params"], "epochs": args.epochs,
+                     "batch": cfg.batch_size, "lr": cfg.lr,
                      "train_s": sum(h["train_s"] for h in history), "tta": "flip", "val_acc": 100 * r["val_acc"],
                      "test_acc": 100 * r["test_acc"]})
         print(format_table(rows[-1:], TEACHER_COLUMNS), flush=True)
@@ -71,7 +72,8 @@ def main() -> None:
         for tta in ("none", "flip", "flip-translate"):
             model, meta = load_model(out, device)
             model = with_tta(model, tta).eval()
-            rows.append({"variant": "full", "spec": meta["spec"], "params": meta["params"], "tta": tta,
+            rows.append({**{k: rows[names.index("full")][k] for k in ("batch", "lr")},
+                         "variant": "full", "spec": meta["spec"], "params": meta["params"], "tta": tta,
                          "epochs": args.epochs, "train_s": rows[names.index("full")]["train_s"],
                          "val_acc": 100 * evaluate(model, data["x_val"], data["y_val"]),
                          "test_acc": 100 * evaluate(model, data["x_test"], data["y_test"])})

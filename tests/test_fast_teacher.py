@@ -2,6 +2,7 @@
 resume), bias learning rate, triangular schedule, light augmentation, clipping counts."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,24 @@ def test_bench_teacher_rejects_a_bad_run_spec():
     assert r.exit_code == 1 and "unknown teacher variant 'fast-5'" in r.output
     r = CliRunner().invoke(main, ["bench", "teacher", "--run", "fast:x"])
     assert r.exit_code == 1 and "expected VARIANT:EPOCHS" in r.output
+    r = CliRunner().invoke(main, ["bench", "teacher", "--run", "fast:6", "--batch-size", "0"])
+    assert r.exit_code == 1 and "--batch-size must be at least 1" in r.output
+
+
+def test_bench_teacher_trains_with_the_given_batch_size_and_lr(tmp_path, monkeypatch):
+    import shallowmimic.teachers as teachers
+    from shallowmimic.bench import bench_teacher
+
+    seen = []
+
+    def fake_train(ds, out, variant, spec, cfg, device, **kw):
+        seen.append((Path(out).name, cfg.batch_size, cfg.lr, cfg.epochs))
+        raise KeyboardInterrupt  # enough: the configuration is what this test is about
+
+    monkeypatch.setattr(teachers, "train_teacher", fake_train)
+    monkeypatch.setattr(teachers, "split_tensors", lambda ds, split, device: {})
+    for kw, want in [({}, ("fast-6ep-s0", 512, 0.75, 6)),
+                     ({"batch_size": 1024, "lr": 1.5}, ("fast-6ep-b1024-lr1.5-s0", 1024, 1.5, 6))]:
+        with pytest.raises(KeyboardInterrupt):
+            bench_teacher(None, torch.device("cpu"), tmp_path, [("fast", 6)], **kw)
+        assert seen[-1] == want

@@ -294,3 +294,20 @@ def test_report_html_in_a_headless_browser(smoke):
     assert all(ok for _, ok in check["images"]), check["images"]  # each image actually loaded
     assert check["tables"] == sum(line.startswith("|---") or line.startswith("| ---") for line in md.splitlines())
     assert check["nested"] > 0  # the findings' comparisons under each verdict
+
+
+def test_a_run_recorded_before_an_option_existed_is_the_same_study():
+    import json
+    from dataclasses import asdict
+
+    from shallowmimic.pipeline import _with_defaults
+    from shallowmimic.study import load_study
+
+    now = json.loads(json.dumps(asdict(load_study("quick"))))
+    old = json.loads(json.dumps(now))
+    del old["students"]["hard_repeats"]  # written before the option existed: it ran at the default
+    assert _with_defaults(old, now)["students"]["hard_repeats"] == 0
+    assert _with_defaults(old, {**now, "students": {**now["students"], "hard_repeats": 0}}) == \
+        {**now, "students": {**now["students"], "hard_repeats": 0}}
+    old["students"]["widths"] = {}  # a recorded value is never replaced
+    assert _with_defaults(old, now)["students"]["widths"] == {}

@@ -141,4 +141,4 @@ def test_bootstrap_equals_the_definition_by_resampled_images():
     d = np.concatenate(diffs)
     got = bootstrap_diff(a, b, resamples=resamples, seed=seed, chunk=chunk)
     want = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)))
-    assert (got.lo, got.hi) == pytest.approx(want, rel=1e-12, abs=1e-15)  # equal up to rounding
+    assert (got.lo, got.hi) == pytest.approx(want, rel=1e-12, abs=1e-15)  # equal up to float rounding

@@ -319,6 +319,9 @@ class TTA(nn.Module):
         super().__init__()
         self.net, self.mode = net, mode
 
+    def extra_repr(self) -> str:  # the mode sets the cost (2 or 6 passes): part of the architecture
+        return f"mode={self.mode}"
+
     def forward(self, x):
         if self.training:
             return self.net(x)

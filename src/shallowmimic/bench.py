@@ -121,14 +121,17 @@ INFER_COLUMNS = [("name", "model", ""), ("params", "params", ",.0f"), ("mflops",
                  ("onnx_b256_ips", "onnx img/s", ",.0f")]
 
 TEACHER_COLUMNS = [("variant", "teacher", ""), ("spec", "spec", ""), ("params", "params", ",d"),
-                   ("epochs", "epochs", "d"), ("train_s", "train s", ".0f"), ("tta", "test-time aug.", ""),
+                   ("epochs", "epochs", "d"), ("batch", "batch", "d"), ("lr", "lr", "g"),
+                   ("train_s", "train s", ".0f"), ("tta", "test-time aug.", ""),
                    ("val_acc", "val %", ".2f"),
                    ("test_acc", "test %", ".2f")]
 
 
-def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], seed: int = 0) -> list[dict]:
+def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], seed: int = 0,
+                  batch_size: int | None = None, lr: float | None = None) -> list[dict]:
     """Train teachers on the 40k split and report test accuracy against training wall time
-    (validation and test evaluation excluded). `runs`: (variant, epochs) pairs."""
+    (validation and test evaluation excluded). `runs`: (variant, epochs) pairs; `batch_size`,
+    `lr`: overrides of the variants' defaults for every run."""
     import json
     from pathlib import Path
 
@@ -141,11 +144,13 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
     data = split_tensors(ds, SplitConfig(), device)
     rows = []
     for variant, epochs in runs:
-        cfg = teacher_config(variant, epochs=epochs, seed=seed)
-        d = Path(out) / f"{variant}-{epochs}ep-s{seed}"
+        cfg = teacher_config(variant, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
+        overridden = f"-b{cfg.batch_size}-lr{cfg.lr:g}" if batch_size or lr else ""  # else the older name
+        d = Path(out) / f"{variant}-{epochs}ep{overridden}-s{seed}"
         r = train_teacher(ds, d, variant, None, cfg, device, data=data, progress=True)
         history = [json.loads(line) for line in (d / METRICS).read_text().splitlines()]
         row = {"variant": variant, "spec": r["spec"], "params": r["params"], "epochs": epochs,
+               "batch": cfg.batch_size, "lr": cfg.lr,
                "train_s": sum(h["train_s"] for h in history)}
         # the same weights under each test-time augmentation (evaluation only, no retraining)
         model, meta = load_model(d, device)

@@ -306,9 +306,11 @@ def _cpu():
 @click.option("--run", "runs", multiple=True, default=("fast:7",), show_default=True,
               help="VARIANT:EPOCHS to train (repeatable), e.g. --run fast:7 --run bn:10.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Batch size for every run (default: the variant's).")
+@click.option("--lr", type=float, default=None, help="Learning rate for every run (default: the variant's).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench-teacher"), show_default=True,
               help="Where the teachers are trained (re-running reuses finished ones).")
-def bench_teacher_cmd(data_path, device, runs, seed, out):
+def bench_teacher_cmd(data_path, device, runs, seed, batch_size, lr, out):
     """Teacher test accuracy against training wall time, on the 40k training split."""
     from .bench import TEACHER_COLUMNS, bench_teacher, format_table, reference_line
     from .device import resolve_device
@@ -321,9 +323,11 @@ def bench_teacher_cmd(data_path, device, runs, seed, out):
         if not epochs.isdigit() or int(epochs) < 1:
             raise UserError(f"--run {r!r}: expected VARIANT:EPOCHS, e.g. fast:7")
         parsed.append((variant, int(epochs)))
+    if (batch_size is not None and batch_size < 1) or (lr is not None and not lr > 0):
+        raise UserError(f"--batch-size must be at least 1 and --lr above 0, got {batch_size} and {lr}")
     dev = resolve_device(device)
     click.echo(reference_line(dev))
-    rows = bench_teacher(_load(data_path), dev, out, parsed, seed)
+    rows = bench_teacher(_load(data_path), dev, out, parsed, seed, batch_size=batch_size, lr=lr)
     click.echo(format_table(rows, TEACHER_COLUMNS))
     click.echo(reference_line(dev) + "  (after)")
 

@@ -53,8 +53,9 @@ def section(out: Path, rows: list[dict], title: str = "") -> list[str]:
           f"{int(r0['latency_threads'])} thread, median of at least 100 calls; throughput: batch 256 on "
           f"{int(r0['throughput_threads'])} threads; fp32 on the CPU (machine reference "
           f"{r0['machine_reference_gflops']:.0f} GFLOP/s). The ensemble is one point at its real cost "
-          "(every member runs)." + (" Models of one architecture (teachers, repeats, hard-label twins) share the "
-          "timing of the first of them (column `timed_as`); each is exported and checked on its own."
+          "(every member runs)." + (" Models of one architecture (teachers, repeats, hard-label twins) are timed "
+          "once and share that timing (column `timed_as` names the model timed); each is exported and checked on "
+          "its own."
           if any(r.get("timed_as") for r in rows) else "") + " Table per model: `inference.csv`.", "",
           "![Figure 2](figure2.png)", ""]
     ens = next((r for r in rows if r["role"] == "ensemble"), None)

@@ -117,6 +117,25 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
     return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
 
 
+def _with_defaults(recorded: dict | None, now: dict) -> dict | None:
+    """A config recorded by an older version, with the keys added since at their defaults (so a
+    new option left at its default does not make a resumed run another study)."""
+    if not isinstance(recorded, dict):
+        return recorded
+    defaults = json.loads(json.dumps(asdict(StudyConfig())))
+
+    def fill(rec: dict, default: dict, cur: dict) -> dict:
+        out = dict(rec)
+        for k, v in cur.items():
+            if k not in rec and k in default:
+                out[k] = default[k]
+            elif isinstance(v, dict) and isinstance(rec.get(k), dict) and isinstance(default.get(k), dict):
+                out[k] = fill(rec[k], default[k], v)
+        return out
+
+    return fill(recorded, defaults, now)
+
+
 def student_setting(params: dict) -> StudentSetting:
     """The student a fixed-setting job trains, from its job parameters."""
     return StudentSetting(params["family"], params["budget"], params["loss"], tuple(params.get("free", ())),
@@ -199,7 +218,8 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     # Wall time of the study: summed over the invocations that did work for this config.
     # (the inference stage's settings do not make it another study)
     strip = lambda c: {k: v for k, v in (c or {}).items() if k != "inference"}  # noqa: E731
-    same = strip(previous.get("config")) == strip(json.loads(json.dumps(asdict(cfg))))
+    now = json.loads(json.dumps(asdict(cfg)))
+    same = strip(_with_defaults(previous.get("config"), now)) == strip(now)
     this = time.perf_counter() - t_start if pending or not same else 0.0
     wall = (previous.get("wall_s", 0.0) if same else 0.0) + this
     run = {"preset": cfg.name, "config": asdict(cfg), "data": ds.source, "device": str(device),

@@ -98,7 +98,8 @@ def build_report(out: Path, run: dict) -> dict:
         p_h = paper.HARD_10M.get(fam)
         p_m = paper.MIMIC[fam][2]
         ref = f"{p_h} / {p_m} / {p_m - p_h:+.2f}" if p_h else ""
-        h_rows.append([fam, format_budget(b), _cell(h), _cell(m) if m else "", gap, ref])
+        h_rows.append([fam, format_budget(b), f"{_cell(h)} (n={h['n']})", f"{_cell(m)} (n={m['n']})" if m else "",
+                       gap, ref])
     md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
                  h_rows) + [""]
     md += _search_section(out, run.get("searches") or [])
