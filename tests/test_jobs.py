@@ -84,3 +84,25 @@ def test_worker_environments_divide_gpus_and_threads():
     assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(3, ["4", "5"], 16)] == ["4", "5", "4"]
     assert worker_envs(4, [], 2)[0]["SHALLOWMIMIC_THREADS"] == "1"
     assert worker_envs(2, [], 16, threads="3")[1]["SHALLOWMIMIC_THREADS"] == "3"  # the user's choice wins
+
+
+def test_only_dead_workers_of_this_process_table_are_reaped(tmp_path):
+    import optuna
+
+    from shallowmimic.jobs import JOB, host_id, open_queue, reap, worker_id
+    from shallowmimic.search import make_storage
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = open_queue(make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=60), "jobs")
+    workers = {"mine-dead": f"{host_id()}:{dead.pid}", "mine-alive": worker_id(),
+               # the same host name in another container (pid namespace): its pids are not ours
+               "other-ns": f"{os.uname().nodename}/pidns1:{dead.pid}"}
+    for key, worker in workers.items():
+        study.enqueue_trial({}, user_attrs={JOB: key})
+        trial = study.ask()
+        trial.set_user_attr("worker", worker)
+    reap(study)
+    states = {t.user_attrs[JOB]: t.state for t in study.get_trials()}
+    assert states == {"mine-dead": optuna.trial.TrialState.FAIL, "mine-alive": optuna.trial.TrialState.RUNNING,
+                      "other-ns": optuna.trial.TrialState.RUNNING}

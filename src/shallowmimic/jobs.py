@@ -45,8 +45,17 @@ class ShareableJob(Protocol):
     def done(self) -> bool: ...
 
 
+def host_id() -> str:
+    """Where a pid means this process table: the host name, plus the pid namespace where there
+    is one (containers may share a host name, each with its own pids)."""
+    try:
+        return f"{os.uname().nodename}/pidns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return os.uname().nodename
+
+
 def worker_id() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}"
+    return f"{host_id()}:{os.getpid()}"
 
 
 def open_queue(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -94,12 +103,12 @@ def _grace(study: optuna.Study) -> float:
 
 def reap(study: optuna.Study) -> None:
     """Fail the RUNNING jobs whose worker is gone, so that they are enqueued again: a stale
-    heartbeat (Optuna's check), a worker process on this host that no longer exists (no need to
-    wait for its heartbeat to go stale), and a trial popped by a worker killed before its
-    heartbeat started (it would otherwise never go stale)."""
+    heartbeat (Optuna's check), a worker process on this host (and pid namespace) that no
+    longer exists (no need to wait for its heartbeat to go stale), and a trial popped by a worker
+    killed before its heartbeat started (it would otherwise never go stale)."""
     optuna.storages.fail_stale_trials(study)
     storage, grace = study._storage, _grace(study)
-    host, now = os.uname().nodename, datetime.now()
+    host, now = host_id(), datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
         if worker is None:
