@@ -69,12 +69,13 @@ def main() -> None:
 
         out = Path(args.out) / f"full-{args.epochs}ep"
         set_precision(args.precision)
+        full = rows[names.index("full")]
         for tta in ("none", "flip", "flip-translate"):
             model, meta = load_model(out, device)
             model = with_tta(model, tta).eval()
-            rows.append({**{k: rows[names.index("full")][k] for k in ("batch", "lr")},
+            rows.append({**{k: full[k] for k in ("batch", "lr")},
                          "variant": "full", "spec": meta["spec"], "params": meta["params"], "tta": tta,
-                         "epochs": args.epochs, "train_s": rows[names.index("full")]["train_s"],
+                         "epochs": args.epochs, "train_s": full["train_s"],
                          "val_acc": 100 * evaluate(model, data["x_val"], data["y_val"]),
                          "test_acc": 100 * evaluate(model, data["x_test"], data["y_test"])})
     print(format_table(rows, TEACHER_COLUMNS))

@@ -300,14 +300,15 @@ def test_a_run_recorded_before_an_option_existed_is_the_same_study():
     import json
     from dataclasses import asdict
 
-    from shallowmimic.pipeline import _with_defaults
+    from shallowmimic.pipeline import _same_study
     from shallowmimic.study import load_study
 
-    now = json.loads(json.dumps(asdict(load_study("quick"))))
-    old = json.loads(json.dumps(now))
+    cfg = load_study("quick", ["students.hard_repeats=0"])
+    old = json.loads(json.dumps(asdict(cfg)))
     del old["students"]["hard_repeats"]  # written before the option existed: it ran at the default
-    assert _with_defaults(old, now)["students"]["hard_repeats"] == 0
-    assert _with_defaults(old, {**now, "students": {**now["students"], "hard_repeats": 0}}) == \
-        {**now, "students": {**now["students"], "hard_repeats": 0}}
+    assert _same_study(old, cfg)
+    assert not _same_study(old, load_study("quick", ["students.hard_repeats=1"]))
+    assert _same_study(old, load_study("quick", ["students.hard_repeats=0", "inference.runs=200"]))
     old["students"]["widths"] = {}  # a recorded value is never replaced
-    assert _with_defaults(old, now)["students"]["widths"] == {}
+    assert not _same_study(old, cfg)
+    assert not _same_study(None, cfg) and not _same_study({"no_such_key": 1}, cfg)

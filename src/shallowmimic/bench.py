@@ -145,7 +145,8 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
     rows = []
     for variant, epochs in runs:
         cfg = teacher_config(variant, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
-        overridden = f"-b{cfg.batch_size}-lr{cfg.lr:g}" if batch_size or lr else ""  # else the older name
+        default = teacher_config(variant, epochs=epochs, seed=seed)
+        overridden = f"-b{cfg.batch_size}-lr{cfg.lr:g}" if cfg != default else ""  # else the older name
         d = Path(out) / f"{variant}-{epochs}ep{overridden}-s{seed}"
         r = train_teacher(ds, d, variant, None, cfg, device, data=data, progress=True)
         history = [json.loads(line) for line in (d / METRICS).read_text().splitlines()]

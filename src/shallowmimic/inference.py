@@ -67,17 +67,18 @@ def measure(directory: Path, images: np.ndarray, labels: np.ndarray, runs: int =
         raise UserError(f"latency needs at least 100 timed runs, got {runs}")
     model, meta = load_deployable(directory)
     check = export_onnx(directory, images, labels, loaded=(model, meta))
+    threads, key = threads or cores(), architecture(model)
     row = {"name": meta["name"], "role": meta["role"], "family": meta["family"], "loss": meta["loss"],
            "params": meta["params"], "test_acc": meta["test_acc"], "onnx_max_abs_diff": check["max_abs_logit_diff"],
-           "runs": runs, "batch": batch, "latency_threads": 1, "throughput_threads": threads or cores(),
+           "runs": runs, "batch": batch, "latency_threads": 1, "throughput_threads": threads,
            "dir": str(directory), "timed_as": ""}
-    same = (timed or {}).get(architecture(model))
+    same = (timed or {}).get(key)
     if same is not None:
         return {**row, **{k: same[k] for k in TIMING}, "timed_as": same["dir"]}
-    row.update(_time(model, directory, images, runs, warmup, batch, threads or cores()))
+    row.update(_time(model, directory, images, runs, warmup, batch, threads))
     row["machine_reference_gflops"] = round(reference or machine_reference(), 1)
     if timed is not None:
-        timed[architecture(model)] = row
+        timed[key] = row
     return row
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
@@ -28,7 +28,7 @@ import torch
 from .arch import with_tta
 from .budget import format_budget, parse_budget
 from .checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
-from .config import config_hash
+from .config import config_hash, from_dict
 from .data import load_dataset
 from .device import machine_reference, precision, resolve_device, set_precision
 from .download import resolve_data_path
@@ -117,23 +117,16 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
     return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
 
 
-def _with_defaults(recorded: dict | None, now: dict) -> dict | None:
-    """A config recorded by an older version, with the keys added since at their defaults (so a
-    new option left at its default does not make a resumed run another study)."""
+def _same_study(recorded: dict | None, cfg: StudyConfig) -> bool:
+    """Whether a run.json's config is this study, the inference stage's settings aside. Keys
+    added since it was recorded take their defaults, as they did when it ran."""
     if not isinstance(recorded, dict):
-        return recorded
-    defaults = json.loads(json.dumps(asdict(StudyConfig())))
-
-    def fill(rec: dict, default: dict, cur: dict) -> dict:
-        out = dict(rec)
-        for k, v in cur.items():
-            if k not in rec and k in default:
-                out[k] = default[k]
-            elif isinstance(v, dict) and isinstance(rec.get(k), dict) and isinstance(default.get(k), dict):
-                out[k] = fill(rec[k], default[k], v)
-        return out
-
-    return fill(recorded, defaults, now)
+        return False
+    try:
+        previous = from_dict(StudyConfig, recorded)
+    except UserError:  # written with options that no longer exist
+        return False
+    return replace(previous, inference=cfg.inference) == cfg
 
 
 def student_setting(params: dict) -> StudentSetting:
@@ -216,10 +209,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
 
     # 6. report
     # Wall time of the study: summed over the invocations that did work for this config.
-    # (the inference stage's settings do not make it another study)
-    strip = lambda c: {k: v for k, v in (c or {}).items() if k != "inference"}  # noqa: E731
-    now = json.loads(json.dumps(asdict(cfg)))
-    same = strip(_with_defaults(previous.get("config"), now)) == strip(now)
+    same = _same_study(previous.get("config"), cfg)
     this = time.perf_counter() - t_start if pending or not same else 0.0
     wall = (previous.get("wall_s", 0.0) if same else 0.0) + this
     run = {"preset": cfg.name, "config": asdict(cfg), "data": ds.source, "device": str(device),

@@ -83,7 +83,7 @@ def build_report(out: Path, run: dict) -> dict:
             v = mimic.get((fam, b))
             col = _paper_col(b)
             ref = f" ({paper.MIMIC[fam][col]})" if col is not None else ""
-            cells.append(f"{_cell(v)} (n={v['n']}){ref}" if v else "")
+            cells.append(f"{_cell(v)}{ref}" if v else "")
         cells.append(" / ".join(str(x) for x in paper.MIMIC[fam]))
         s_rows.append(cells)
     md += _table(["student"] + [format_budget(b) for b in budgets] + ["paper 1M / 3.16M / 10M / 31.6M"], s_rows) + [""]
@@ -98,8 +98,7 @@ def build_report(out: Path, run: dict) -> dict:
         p_h = paper.HARD_10M.get(fam)
         p_m = paper.MIMIC[fam][2]
         ref = f"{p_h} / {p_m} / {p_m - p_h:+.2f}" if p_h else ""
-        h_rows.append([fam, format_budget(b), f"{_cell(h)} (n={h['n']})", f"{_cell(m)} (n={m['n']})" if m else "",
-                       gap, ref])
+        h_rows.append([fam, format_budget(b), _cell(h), _cell(m) if m else "", gap, ref])
     md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
                  h_rows) + [""]
     md += _search_section(out, run.get("searches") or [])
@@ -121,8 +120,9 @@ def build_report(out: Path, run: dict) -> dict:
 
 
 def _cell(v: dict) -> str:
-    """A setting's mean test accuracy with its bootstrap interval, when correctness is stored."""
-    return v["interval"].pct() if "interval" in v else _pct(v["test_acc"])
+    """A setting's mean test accuracy with its bootstrap interval (when correctness is stored) and
+    the number of models averaged."""
+    return f"{v['interval'].pct() if 'interval' in v else _pct(v['test_acc'])} (n={v['n']})"
 
 
 def _with_correct(settings: dict) -> dict:
