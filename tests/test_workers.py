@@ -97,6 +97,16 @@ def test_three_workers_train_every_job_once_and_match_a_single_run(data, single,
     assert sum(per_worker.values()) == N_JOBS
 
 
+def running_students(out, pid: int) -> list:
+    """The student jobs the worker `pid` holds, or [] while the queue is not there yet."""
+    try:
+        trials = queue(out).get_trials(states=(TrialState.RUNNING,))
+    except Exception:  # noqa: BLE001 (the study directory, database or queue is not there yet)
+        return []
+    return [t for t in trials if t.user_attrs.get("job", "").startswith("students/")
+            and t.user_attrs.get("worker", "").endswith(f":{pid}")]
+
+
 def test_a_killed_worker_leaves_its_job_to_the_others(data, single, tmp_path):
     out = tmp_path / "study"
     victim, log = start(data, out, log=tmp_path / "victim.log")
@@ -105,11 +115,12 @@ def test_a_killed_worker_leaves_its_job_to_the_others(data, single, tmp_path):
     while not running:  # wait until the victim is mid-way through a student
         assert victim.poll() is None and time.time() < deadline, log.read_text()
         time.sleep(0.1)
-        try:
-            running = [t for t in queue(out).get_trials(states=(TrialState.RUNNING,))
-                       if t.user_attrs.get("job", "").startswith("students/") and "worker" in t.user_attrs]
-        except Exception:  # noqa: BLE001 (the study directory, database or queue is not there yet)
-            pass
+        if running_students(out, victim.pid):
+            # Frozen, the victim cannot finish the student between our look and the kill.
+            victim.send_signal(signal.SIGSTOP)
+            running = running_students(out, victim.pid)
+            if not running:
+                victim.send_signal(signal.SIGCONT)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     for p in [start(data, out, log=tmp_path / f"w{k}.log") for k in range(2)]:
