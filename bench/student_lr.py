@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shallowmimic.budget import parse_budget
 from shallowmimic.data import load_dataset
-from shallowmimic.device import machine_reference, resolve_device, set_precision
+from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.io import read_json, write_json
 from shallowmimic.pipeline import student_train_config
 from shallowmimic.students import StudentSetting, train_student
@@ -44,6 +44,7 @@ def main() -> None:
                     help="free widths, comma-separated (repeat for a grid; default: the middle of the ranges)")
     ap.add_argument("--out", default="runs/student-lr")
     args = ap.parse_args()
+    configure_threads()  # as the CLI does: explicit threads, denormals flushed
 
     cfg = load_study(args.preset)
     set_precision(cfg.precision)

@@ -18,7 +18,7 @@ from pathlib import Path
 from shallowmimic.arch import with_tta
 from shallowmimic.bench import TEACHER_COLUMNS, format_table
 from shallowmimic.data import load_dataset
-from shallowmimic.device import machine_reference, resolve_device, set_precision
+from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.families import TEACHERS
 from shallowmimic.models import load_model
 from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
@@ -33,6 +33,7 @@ ABLATIONS = {
     "no-lookahead": replace(FAST, lookahead=False),
     "no-alt-flip": replace(FAST, alternating_flip=False),
     "no-smoothing": replace(FAST, label_smoothing=0.0),
+    "relu": replace(FAST, options=replace(FAST.options, activation="relu")),
     "fp32": FAST,  # trained with --precision fp32 below
 }
 
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated rows (default: all)")
     ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
+    configure_threads()  # as the CLI does: explicit threads, denormals flushed
     device = resolve_device("cpu")
     ds = load_dataset(Path(args.data))
     data = split_tensors(ds, SplitConfig(), device)

@@ -18,7 +18,7 @@ from shallowmimic.arch import with_tta
 from shallowmimic.budget import parse_budget
 from shallowmimic.config import from_dict
 from shallowmimic.data import load_dataset
-from shallowmimic.device import machine_reference, resolve_device, set_precision
+from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.ensemble import Ensemble, read_manifest
 from shallowmimic.io import read_json
 from shallowmimic.models import load_model
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--budget", default="100k")
     ap.add_argument("--out", default="runs/transfer-tta")
     args = ap.parse_args()
+    configure_threads()  # as the CLI does: explicit threads, denormals flushed
 
     run = read_json(Path(args.run) / "run.json", "not a study directory")
     cfg = from_dict(StudyConfig, run["config"], "run.json")
