@@ -194,6 +194,26 @@ def test_hard_label_settings_can_have_fewer_models():
         load_study("quick", ["students.widths={}", "students.hard_repeats=1", "search.student_trials=2"])
 
 
+def test_students_can_be_validated_after_the_last_epoch_only():
+    from shallowmimic.pipeline import plan
+    from shallowmimic.study import deviations
+
+    def val_every(overrides):
+        return {j.params["train"]["val_every"] for j in plan(load_study("quick", overrides), Path("runs/x"),
+                                                             {"d": 1})["students"]}
+
+    assert val_every(["students.val_every=1"]) == {1}
+    assert val_every(["students.val_every=8"]) == {8}
+    assert any(d.endswith("not the plateau schedule; the model kept is the last epoch's")
+               for d in deviations(load_study("quick", ["students.val_every=8", "students.epochs=8"])))
+    assert any(d.endswith("not the plateau schedule; validated every 2 epochs")
+               for d in deviations(load_study("quick", ["students.val_every=2", "students.epochs=8"])))
+    with pytest.raises(UserError, match="val_every must be at least 1"):
+        load_study("quick", ["students.val_every=0"])
+    with pytest.raises(UserError, match="val_every must be 1 with the plateau schedule"):
+        load_study("quick", ["students.val_every=2", 'students.schedule="plateau"'])
+
+
 @pytest.mark.parametrize("override, message", [
     ("students.widths.conv9@100k=[3]", "expected FAMILY@BUDGET"),
     ("students.widths.conv2=[32, 32]", "expected FAMILY@BUDGET"),

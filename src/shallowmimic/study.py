@@ -77,6 +77,9 @@ class StudentsConfig:
     repeats: int = 1  # models per setting (seeds); the report averages the best 5
     hard_repeats: int = 0  # models per hard-label setting; 0: as many as `repeats`
     epochs: int = 30
+    # Validate every N epochs (and always after the last): the model kept is the best validated
+    # one, so N >= epochs keeps the last; the plateau schedule needs 1.
+    val_every: int = 1
     batch_size: int = 128
     lr: LossLR = field(default_factory=LossLR)
     momentum: float = 0.9
@@ -164,6 +167,11 @@ class StudyConfig:
             raise UserError(f"search.sampler: {self.search.sampler!r} is not one of gp, tpe, random")
         if self.transfer.epochs < 1 or self.students.repeats < 1:
             raise UserError("transfer.epochs and students.repeats must be at least 1")
+        if self.students.val_every < 1:
+            raise UserError(f"students.val_every must be at least 1, got {self.students.val_every}")
+        if self.students.val_every != 1 and self.students.schedule == "plateau":
+            raise UserError("students.val_every must be 1 with the plateau schedule (it reads every epoch's "
+                            "validation error)")
         if self.students.hard_repeats < 0:
             raise UserError("students.hard_repeats must be 0 (as many as students.repeats) or more")
         if self.students.hard_repeats and self.search.student_trials:
@@ -237,7 +245,9 @@ def deviations(cfg: StudyConfig) -> list[str]:
         out.append(f"no student search: fixed learning rates ({lrs}), momentum {s.momentum:g}, {widths}, "
                    f"{s.repeats} model(s) per setting{hard_models} (paper: 20 searched, best 5)")
     if s.schedule != "plateau":
-        out.append(f"students use the {s.schedule} schedule for {s.epochs} epochs, not the plateau schedule")
+        kept = "; the model kept is the last epoch's" if s.val_every >= s.epochs else \
+            (f"; validated every {s.val_every} epochs" if s.val_every > 1 else "")
+        out.append(f"students use the {s.schedule} schedule for {s.epochs} epochs, not the plateau schedule{kept}")
     clipped = [loss for loss in dict.fromkeys(s.losses + ("hard",)) if s.grad_clip[loss] > 0]
     if clipped:
         out.append("gradient-norm clipping for " + ", ".join(f"{loss} students at {s.grad_clip[loss]:g}"
