@@ -44,7 +44,7 @@ def main() -> None:
                     help="free widths, comma-separated (repeat for a grid; default: the middle of the ranges)")
     ap.add_argument("--out", default="runs/student-lr")
     args = ap.parse_args()
-    configure_threads()  # as the CLI does: explicit threads, denormals flushed
+    configure_threads()  # as the CLI does: explicit thread count
 
     cfg = load_study(args.preset)
     set_precision(cfg.precision)

@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated rows (default: all)")
     ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
-    configure_threads()  # as the CLI does: explicit threads, denormals flushed
+    configure_threads()  # as the CLI does: explicit thread count
     device = resolve_device("cpu")
     ds = load_dataset(Path(args.data))
     data = split_tensors(ds, SplitConfig(), device)

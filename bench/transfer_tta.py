@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--budget", default="100k")
     ap.add_argument("--out", default="runs/transfer-tta")
     args = ap.parse_args()
-    configure_threads()  # as the CLI does: explicit threads, denormals flushed
+    configure_threads()  # as the CLI does: explicit thread count
 
     run = read_json(Path(args.run) / "run.json", "not a study directory")
     cfg = from_dict(StudyConfig, run["config"], "run.json")

@@ -65,6 +65,9 @@ def test_smoke_study_writes_the_report(smoke):
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["config"]["name"] == "smoke" and run_json["provenance"]["torch"]
     assert run_json["machine_reference_gflops"] > 0 and run_json["precision"] in ("fp32", "bf16")
+    assert [st["stage"] for st in run_json["stages"]] == ["teachers", "ensemble", "transfer set", "students",
+                                                          "inference"]
+    assert all(st["wall_s"] >= 0 and st["reference_gflops"] > 0 for st in run_json["stages"])
     # statistics: every model keeps its per-test-image correctness; tables carry intervals
     for r in students:
         result = json.loads((out / r["dir"] / "result.json").read_text()

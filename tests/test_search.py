@@ -93,6 +93,19 @@ def test_run_worker_stops_at_exactly_n(tmp_path):
     assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
 
 
+def test_a_worker_can_leave_a_study_whose_last_trials_run_elsewhere(tmp_path):
+    """Issue 10: with `wait=False` a worker moves on to the next study instead of idling."""
+    storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
+    study = open_study("q", storage, "random")
+    elsewhere = study.ask()  # another worker's trial, still running
+    run_worker(study, lambda t: t.suggest_float("x", 0, 1), 2, (), log=lambda s: None, wait=False)
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) == 1 and states.count(TrialState.RUNNING) == 1
+    study.tell(elsewhere, 0.5)
+    run_worker(study, lambda t: 1 / 0, 2, (), log=lambda s: None)  # the quota is met: nothing runs
+    assert [t.state for t in study.get_trials()].count(TrialState.COMPLETE) == 2
+
+
 # --- several worker processes on one study ----------------------------------------------------
 
 
@@ -166,14 +179,21 @@ def test_killed_worker_trial_is_failed_and_study_completes(tmp_path, tiny_npz):
     victim = worker(tiny_npz, out, storage, 4, epochs=6)
     deadline = time.time() + 120
     victim_trial = None
-    while victim_trial is None and time.time() < deadline:  # wait until the victim is mid-trial
+    def victims_trial():
         try:
             study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=storage)
             running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
                        and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-            victim_trial = running[0].number if running else None
+            return running[0].number if running else None
         except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
-            pass
+            return None
+
+    while victim_trial is None and time.time() < deadline:  # wait until the victim is mid-trial
+        if victims_trial() is not None:
+            victim.send_signal(signal.SIGSTOP)  # frozen, it cannot finish the trial before the kill
+            victim_trial = victims_trial()
+            if victim_trial is None:
+                victim.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     assert victim_trial is not None, "the victim never started a trial"
     victim.send_signal(signal.SIGKILL)

@@ -99,6 +99,29 @@ def test_learns_and_keeps_the_best_weights(tmp_path):
     assert (tmp_path / BEST).exists()
 
 
+def test_compiled_training_matches_eager_training(tmp_path):
+    """`--compile` trains through torch.compile (Inductor); the weights follow the eager run's."""
+    from torch._dynamo.utils import counters
+
+    from shallowmimic.device import set_compile
+
+    x, y = tiny_data(n=64)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, schedule="linear")
+    models = []
+    for on in (False, True):
+        set_compile(on)
+        try:
+            counters.clear()
+            model = new_model(bn=False, dropout=0.0)
+            fit(model, AugmentedBatches(x, y, None, 16, 0), x[:32], y[:32], cfg, tmp_path / str(on), progress=False)
+            assert bool(counters["stats"]["unique_graphs"]) == on
+        finally:
+            set_compile(False)
+        models.append(model)
+    for (k, a), (_, b) in zip(models[0].state_dict().items(), models[1].state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=1e-2), k
+
+
 def test_divergence_is_reported(tmp_path):
     x, y = tiny_data()
     cfg = TrainConfig(epochs=3, batch_size=16, lr=1e6, schedule="plateau", max_loss=1e3)

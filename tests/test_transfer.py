@@ -69,6 +69,22 @@ def test_killed_generation_resumes_to_the_same_checksums(tmp_path, images):
     assert resumed["shards"] == full["shards"]
 
 
+def test_epochs_labelled_separately_make_the_same_transfer_set(tmp_path, images):
+    """Workers label stored epochs in parallel (`only`); the manifest comes from a last call."""
+    x, _ = images
+    cfg = TransferConfig(epochs=3, seed=3, batch_size=16)
+    full = generate(tiny_ensemble(), x, cfg, tmp_path / "a", {"ensemble": "e"}, progress=False)
+    out = tmp_path / "b"
+    assert generate(tiny_ensemble(), x, cfg, out, {"ensemble": "e"}, progress=False, only=[2, 0]) is None
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_0000.safetensors", "epoch_0002.safetensors"]
+    first = (out / "epoch_0000.safetensors").stat().st_mtime_ns
+    ens = Recorder(tiny_ensemble())
+    merged = generate(ens, x, cfg, out, {"ensemble": "e"}, progress=False)
+    assert merged["shards"] == full["shards"]
+    assert len(torch.cat(ens.seen)) == 50  # only the missing epoch was labelled
+    assert (out / "epoch_0000.safetensors").stat().st_mtime_ns == first
+
+
 def test_materialize_writes_the_rendered_images(tmp_path, images):
     from safetensors.torch import load_file
 

@@ -47,7 +47,17 @@ def _set_precision(ctx, param, value):
     set_precision(value)
 
 
+def _set_compile(ctx, param, value):
+    from .device import set_compile
+
+    set_compile(value)
+
+
 def device_option(f):
+    f = click.option(
+        "--compile", is_flag=True, expose_value=False, callback=_set_compile,
+        help="Train through torch.compile (pays on GPUs for long runs; compiling takes tens of seconds).",
+    )(f)
     f = click.option(
         "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
         expose_value=False, callback=_set_precision,
@@ -453,6 +463,7 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the preset's).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
               help="bf16 autocast or float32 (default: the preset's, auto: bf16 on CUDA and AMX CPUs).")
+@click.option("--compile", "compile_", is_flag=True, help="Train through torch.compile (pays on GPUs for long runs).")
 @click.option("--retry-failed", is_flag=True,
               help="Train again the students marked failed (diverged); otherwise a failed job stays failed.")
 @click.option("--no-progress", is_flag=True)
@@ -460,7 +471,7 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
               help="Start this many cooperating workers here (a GPU each when as many are visible, else "
                    "the CPU threads divided). The same command started on other machines with a shared "
                    "--set search.storage joins them.")
-def run_cmd(data_path, preset, out, overrides, device, precision, retry_failed, no_progress, workers):
+def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retry_failed, no_progress, workers):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
     Re-running the same command resumes; finished work is skipped. Several runs of one study
     (this command started again, or --workers N) divide its jobs between them."""
@@ -468,7 +479,7 @@ def run_cmd(data_path, preset, out, overrides, device, precision, retry_failed, 
     from .study import load_study
 
     ov = list(overrides) + ([f'device="{device}"'] if device else []) + \
-        ([f'precision="{precision}"'] if precision else [])
+        ([f'precision="{precision}"'] if precision else []) + (["compile=true"] if compile_ else [])
     cfg = load_study(preset, ov)  # a bad config fails here, once, not in every worker
     if workers != 1:
         from .launch import launch

@@ -19,6 +19,7 @@ from .errors import UserError
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 _precision = "auto"  # entry points call set_precision with the run's choice
+_compile = False  # entry points call set_compile with the run's choice
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -35,15 +36,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def configure_threads(threads: int = 0) -> int:
     """Set torch's intra-op threads explicitly: `threads`, else $SHALLOWMIMIC_THREADS, else the
-    CPUs this process may run on (a container's limit, not the host's core count).
-
-    It also flushes denormal floats to zero. GELU's erf underflows into denormals for large
-    activations (trained teachers have many), and x86 CPUs compute those 10-100x slower: GELU
-    took 3x longer on a teacher's real activations than on random ones. The flag is per thread
-    and worker threads copy it when they start, so call this before torch's first parallel op."""
+    CPUs this process may run on (a container's limit, not the host's core count)."""
     import os
 
-    torch.set_flush_denormal(True)
 
     if not threads:
         env = os.environ.get("SHALLOWMIMIC_THREADS", "")
@@ -82,6 +77,19 @@ def precision(device: torch.device) -> str:
     return _precision
 
 
+def set_compile(on: bool) -> None:
+    """Process-wide: train through `torch.compile`d models (see `compiled`)."""
+    global _compile
+    _compile = bool(on)
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The module to run training steps through: `torch.compile(model)` when compiling is on,
+    else the model itself. Off by default: compiling costs tens of seconds per model shape,
+    which pays for long runs on a GPU, not for a one-minute student on a CPU."""
+    return torch.compile(model) if _compile else model
+
+
 def autocast(device: torch.device):
     """bf16 autocast where the precision says so, else full float32. Either way a CPU run is
     repeatable on the same machine (same seed, same numbers)."""
@@ -116,3 +124,20 @@ def machine_reference(device: torch.device | None = None, n: int = 1024, repeats
         sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
+
+
+class StageClock:
+    """Wall time per stage, each with the machine's reference figure taken just after it: the
+    speed of a machine of this kind drifts within a run, not only from day to day."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.stages, self._t = device, [], time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        wall = time.perf_counter() - self._t
+        self.stages.append({"stage": stage, "wall_s": round(wall, 1),
+                            "reference_gflops": round(machine_reference(self.device), 1)})
+        self._t = time.perf_counter()  # the reference's own fraction of a second is nobody's
+
+    def line(self) -> str:
+        return ", ".join(f"{s['stage']} {s['wall_s'] / 60:.1f} min ({s['reference_gflops']:,.0f})" for s in self.stages)

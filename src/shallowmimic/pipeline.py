@@ -30,7 +30,7 @@ from .budget import format_budget, parse_budget
 from .checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
 from .config import config_hash, from_dict
 from .data import load_dataset
-from .device import machine_reference, precision, resolve_device, set_precision
+from .device import StageClock, machine_reference, precision, resolve_device, set_compile, set_precision
 from .download import resolve_data_path
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
@@ -48,7 +48,7 @@ from .study import StudyConfig, deviations
 from .teachers import split_tensors, teacher_config, train_teacher
 from .train import Diverged, TrainConfig
 from .transfer import MANIFEST as TRANSFER_MANIFEST
-from .transfer import TransferConfig, generate
+from .transfer import TransferConfig, generate, shard_name
 from .tuning import SearchConfig, study_summary, tune_students, tune_teachers
 
 RUN_JSON = "run.json"
@@ -158,6 +158,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     ds = load_dataset(resolve_data_path(data_path))
     device = resolve_device(cfg.device)
     set_precision(cfg.precision)
+    set_compile(cfg.compile)
     reference = machine_reference(device)
     data = split_tensors(ds, cfg.data, device)
     data_id = {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(cfg.data),
@@ -172,9 +173,11 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
 
     # Every `run` on this directory is a worker; each job below is done by exactly one of them.
     queue = job_queue(cfg, out, echo)
+    clock = StageClock(device)  # this invocation's stages, each with the machine's speed after it
 
     # 1. teachers
     teacher_dirs = _teachers_stage(cfg, jobs["teachers"], ds, out, device, data, progress, echo, queue)
+    clock.lap("teachers")
     teacher_rows = [{**read_json(d / "result.json", "unfinished teacher"), "dir": str(d)} for d in teacher_dirs]
 
     # 2. ensemble
@@ -183,29 +186,20 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     manifest = read_manifest(ens_job.dir)
     echo(f"ensemble of {manifest['k']}: val {100 * manifest['val_acc']:.2f}%, test {100 * manifest['test_acc']:.2f}% "
          f"(best member: test {100 * manifest['best_member']['test_acc']:.2f}%)")
+    clock.lap("ensemble")
 
     # 3. transfer set
     tr_job = jobs["transfer"][0]
-
-    def label_transfer_set(job: Job) -> None:
-        members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
-        if cfg.transfer.tta != "model":
-            members = [with_tta(m, cfg.transfer.tta) for m in members]
-        tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize,
-                              images=cfg.transfer.images)
-        info = generate(Ensemble(members).eval(), data["x_train"], tcfg, job.dir,
-                        {"ensemble": str(ens_job.dir), "split_fingerprint": data["fingerprint"],
-                         "tta": cfg.transfer.tta}, progress=progress)
-        echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
-             f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
-
-    queue.share([tr_job], label_transfer_set)
+    _transfer_stage(cfg, tr_job, ens_job.dir, manifest, data, device, progress, echo, queue)
+    clock.lap("transfer set")
 
     # 4. students
     student_dirs = _students_stage(cfg, jobs["students"], ds, out, tr_job.dir, device, data, progress, echo, queue)
+    clock.lap("students")
 
     # 5. inference cost
     inference = _inference_stage(cfg, [*teacher_dirs, ens_job.dir, *student_dirs], ds, out, progress, echo, queue)
+    clock.lap("inference")
 
     # 6. report
     # Wall time of the study: summed over the invocations that did work for this config.
@@ -221,10 +215,12 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
            "deviations": deviations(cfg), "machine_reference_gflops": round(reference, 1),
            "precision": precision(device), "threads": torch.get_num_threads(),
            "jobs_per_worker": queue.jobs_per_worker(),
+           "stages": clock.stages,
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
     report = build_report(out / "report", run)
     echo(f"report: {out / 'report' / 'report.md'}  (wall time {wall / 60:.1f} min)")
+    echo(f"  stages of this invocation, minutes (GFLOP/s after each): {clock.line()}")
     for f in report["findings"]:
         echo("  " + f.line())
     return report
@@ -273,31 +269,79 @@ def _teachers_stage(cfg, jobs: list[Job], ds, out: Path, device, data, progress,
     return [j.dir for j in jobs]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One stored epoch of the transfer set, a job of its own: workers label epochs in parallel."""
+
+    dir: Path  # the shard's file, which names the job
+    epoch: int
+
+    def done(self) -> bool:
+        return self.dir.exists()
+
+
+def _transfer_stage(cfg, job: Job, ens_dir: Path, manifest: dict, data, device, progress, echo,
+                    queue: JobQueue) -> None:
+    """Label every stored epoch (each by one worker), then write the manifest of shard digests."""
+    tcfg = TransferConfig(epochs=cfg.transfer.epochs, seed=cfg.transfer.seed, materialize=cfg.transfer.materialize,
+                          images=cfg.transfer.images)
+    source = {"ensemble": str(ens_dir), "split_fingerprint": data["fingerprint"], "tta": cfg.transfer.tta}
+    loaded: list[Ensemble] = []
+
+    def ensemble() -> Ensemble:  # loaded once per worker, and only by a worker that labels
+        if not loaded:
+            members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
+            if cfg.transfer.tta != "model":
+                members = [with_tta(m, cfg.transfer.tta) for m in members]
+            loaded.append(Ensemble(members).eval())
+        return loaded[0]
+
+    shards = [] if job.done() else [Shard(job.dir / shard_name(e), e) for e in range(tcfg.epochs)]
+    queue.share(shards, lambda shard: generate(ensemble(), data["x_train"], tcfg, job.dir, source,
+                                               progress=progress, only=[shard.epoch]))
+
+    def write_manifest(_: Job) -> None:  # every shard is there: checked, digested, listed
+        info = generate(ensemble(), data["x_train"], tcfg, job.dir, source, progress=progress)
+        echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
+             f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
+
+    queue.share([job], write_manifest)
+
+
 def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, device, data, progress,
                     echo, queue: JobQueue) -> list[Path]:
     """Train the fixed students, or run one study per setting; return the students' directories."""
-    dirs: list[Path] = []
-    fixed: list[Job] = []
-    for i, job in enumerate(jobs):
+    def search(job: Job, wait: bool):
         p = job.params
+        return tune_students(ds, out, _search_config(cfg, p["trials"]), transfer_dir, p["family"], p["budget"],
+                             p["loss"], TrainConfig(**p["train"]), device, cfg.data, progress=progress, log=echo,
+                             name=job.dir.name, data=data, wait=wait)
+
+    # First every study's free trials, so that no worker idles at the end of one study while
+    # others run its last trials; then each study's end (taking over trials of dead workers).
+    pending = [j for j in jobs if j.stage == "search" and not j.done()]
+    for job in pending:
+        echo(f"student study {jobs.index(job) + 1}/{len(jobs)}: {job.name} ({job.params['trials']} trials)")
+        search(job, wait=False)
+    for job in pending:
+        if job.done():  # summarized by another worker meanwhile
+            continue
+        p = job.params
+        summary = {**study_summary(search(job, wait=True)), "role": "student", "family": p["family"],
+                   "budget": p["budget"], "loss": p["loss"]}
+        # the report averages each setting's best 5 by validation: only those see the test set
+        for t in sorted((t for t in summary["trials"] if t["state"] == "COMPLETE"),
+                        key=lambda t: (t["value"], t["number"]))[:TOP]:
+            add_test_accuracy(Path(t["dir"]), data)
+        write_json(job.dir / SEARCH_JSON, summary)
+    dirs: list[Path] = []
+    for job in jobs:
         if job.stage == "search":
-            if not job.done():
-                echo(f"student study {i + 1}/{len(jobs)}: {job.name} ({p['trials']} trials)")
-                study = tune_students(ds, out, _search_config(cfg, p["trials"]), transfer_dir, p["family"],
-                                      p["budget"], p["loss"], TrainConfig(**p["train"]), device, cfg.data,
-                                      progress=progress, log=echo, name=job.dir.name, data=data)
-                summary = {**study_summary(study), "role": "student", "family": p["family"],
-                           "budget": p["budget"], "loss": p["loss"]}
-                # the report averages each setting's best 5 by validation: only those see the test set
-                for t in sorted((t for t in summary["trials"] if t["state"] == "COMPLETE"),
-                                key=lambda t: (t["value"], t["number"]))[:TOP]:
-                    add_test_accuracy(Path(t["dir"]), data)
-                write_json(job.dir / SEARCH_JSON, summary)
             summary = read_json(job.dir / SEARCH_JSON, "unfinished study")
             dirs += [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
-            continue
-        dirs.append(job.dir)
-        fixed.append(job)
+        else:
+            dirs.append(job.dir)
+    fixed = [j for j in jobs if j.stage != "search"]
 
     def train(job: Job) -> None:
         echo(f"student {jobs.index(job) + 1}/{len(jobs)}: {job.name}")

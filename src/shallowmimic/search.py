@@ -179,11 +179,12 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                failures: tuple[type[BaseException], ...] = (), poll: float = 1.0,
                log: Callable[[str], None] = print, max_failed_in_a_row: int = 3,
                counts_toward_stop: Callable[[BaseException], bool] = lambda e: True,
-               max_any_failed_in_a_row: int = 10) -> None:
+               max_any_failed_in_a_row: int = 10, wait: bool = True) -> None:
     """Run trials of `study` until it has `n_trials` completed ones (counting every worker's).
 
     While the quota is taken by trials still RUNNING elsewhere, wait: if their worker died,
-    its heartbeat goes stale, the trial is failed, and this worker takes over the slot.
+    its heartbeat goes stale, the trial is failed, and this worker takes over the slot. With
+    `wait=False`, return instead (to take trials of another study meanwhile).
     A trial raising one of `failures` is failed (its reason kept) and the worker goes on,
     unless `max_failed_in_a_row` of its trials failed in a row with errors that
     `counts_toward_stop` (e.g. settings errors, not divergence), or `max_any_failed_in_a_row`
@@ -217,6 +218,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if c[TrialState.COMPLETE] >= n_trials:
             return
         if c[TrialState.COMPLETE] + c[TrialState.RUNNING] >= n_trials:
+            if not wait:
+                return
             time.sleep(poll)  # others hold the remaining slots; wait for them (or their stale heartbeat)
             continue
         study.optimize(guarded, n_trials=1, catch=failures)

@@ -130,6 +130,7 @@ class StudyConfig:
     name: str = "study"
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA and on CPUs with AMX)
+    compile: bool = False  # train through torch.compile (pays on GPUs, for long runs)
     data: SplitConfig = field(default_factory=SplitConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)

@@ -31,7 +31,7 @@ from .checkpoint import (
     save_weights,
 )
 from .config import to_dict
-from .device import autocast, memory_format
+from .device import autocast, compiled, memory_format
 from .errors import UserError
 from .io import atomic_path, provenance
 from .losses import make_loss
@@ -120,6 +120,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
     # Fixed for the whole call: computed once rather than (with a git subprocess) every epoch.
     record = dict(config=to_dict(cfg), rng=f"reseeded each epoch from seed {cfg.seed} and the epoch",
                   provenance=provenance(), **(extra_state or {}))
+    forward = compiled(model)  # shares model's parameters: checkpoints and evaluation use model
     bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=desc, unit="ep", disable=not progress,
                dynamic_ncols=True)
     for epoch in range(state["epoch"], cfg.epochs):
@@ -142,7 +143,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             with autocast(device):
-                out_logits = model(x)
+                out_logits = forward(x)
             loss = loss_fn(out_logits, y, z)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,10 +98,12 @@ def _check_shard(path: Path, wanted: dict) -> bool:
 
 def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: TransferConfig, out: Path,
              source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
-             stop_after: int | None = None, rebuild: bool = False) -> dict:
+             stop_after: int | None = None, rebuild: bool = False, only: Sequence[int] | None = None) -> dict | None:
     """Write the transfer set into `out`; resumes over existing shards made the same way (others
     are an error, or with `rebuild` are made again). `source` describes the ensemble and split
-    (recorded in every shard and the manifest). `stop_after` (tests) simulates a kill."""
+    (recorded in every shard and the manifest). `only` makes just those stored epochs and no
+    manifest (workers label epochs in parallel; a last call without it writes the manifest).
+    `stop_after` (tests) simulates a kill."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = train_images.device
@@ -111,10 +113,12 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
                         f"got {cfg.images}")
     n = cfg.images or split_n
     made_by = shard_provenance(source, cfg, n, split_n, hsv)
+    assert not (rebuild and only is not None), "a rebuild remakes every shard"
     if rebuild:  # everything made before goes, so nothing stale can be mixed in
         for stale in [out / MANIFEST, *out.glob("epoch_*.safetensors"), *out.glob("images_*.safetensors")]:
             stale.unlink(missing_ok=True)
-    bar = tqdm(range(cfg.epochs), desc="transfer set", unit="ep", disable=not progress, dynamic_ncols=True)
+    epochs = range(cfg.epochs) if only is None else only
+    bar = tqdm(epochs, desc="transfer set", unit="ep", disable=not progress, dynamic_ncols=True)
     for e in bar:
         path = out / shard_name(e)
         if path.exists() and _check_shard(path, made_by) and \
@@ -143,6 +147,8 @@ def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: Transfe
             # identical shards differ in bytes (and digest) from one write to the next
             save_file(tensors, str(tmp), metadata={"provenance": json.dumps({**made_by, "epoch": e})})
     bar.close()
+    if only is not None:
+        return None
     shards = [shard_name(e) for e in range(cfg.epochs)]
     classes = load_file(str(out / shards[0]))["logits"].shape[1]
     stored = sum((out / s).stat().st_size for s in shards)

@@ -107,8 +107,9 @@ def study_summary(study: optuna.Study) -> dict:
 
 def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir: Path, family: str, budget: int,
                   loss: str, base: TrainConfig, device, split: SplitConfig, progress: bool = False,
-                  log=print, name: str = "", data: dict | None = None) -> optuna.Study:
-    """Run (or join) one student study (a family at a budget with a loss)."""
+                  log=print, name: str = "", data: dict | None = None, wait: bool = True) -> optuna.Study:
+    """Run (or join) one student study (a family at a budget with a loss). `wait=False`
+    returns once every remaining trial is running somewhere, without waiting for them."""
     run_dir = Path(run_dir)
     fam = get_student(family)
     name = name or student_study_name(family, budget, loss)
@@ -128,6 +129,6 @@ def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir
         log(f"student trial {trial.number}: {r['spec']} val error {1 - r['val_acc']:.4f}")
         return 1.0 - r["val_acc"]
 
-    run_worker(study, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error)
+    run_worker(study, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error, wait=wait)
     return study
 
