@@ -237,3 +237,14 @@ def test_student_widths_are_reported_and_exclude_the_student_search():
     text = " | ".join(deviations(load_study("quick", ["students.widths={}", "students.widths.conv2@100k=[32, 32]"])))
     assert "widths set in students.widths for conv2@100k and the middle" in text
     assert "widths set in students.widths" not in " | ".join(deviations(load_study("quick", ["students.widths={}"])))
+
+
+def test_workers_take_the_largest_students_first():
+    from shallowmimic.pipeline import largest_first, plan
+
+    students = plan(load_study("quick"), Path("runs/x"), {"d": 1})["students"]
+    order = [j.name for j in largest_first(students, 32, 10)]
+    assert sorted(order) == sorted(j.name for j in students)
+    assert order[:2] == ["conv4-300k-mimic-r0", "conv4-300k-mimic-r1"]  # 182 MFLOP per training image
+    assert order[-4:] == ["mlp1-300k-mimic-r0", "mlp1-300k-mimic-r1", "mlp1-100k-mimic-r0", "mlp1-100k-mimic-r1"]
+    assert order != [j.name for j in students]  # the plan's order puts them the other way round

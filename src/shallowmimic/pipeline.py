@@ -135,6 +135,13 @@ def student_setting(params: dict) -> StudentSetting:
                           params["init_scale"], params["input_scale"])
 
 
+def largest_first(students: list[Job], size: int, classes: int) -> list[Job]:
+    """Fixed student jobs in the order workers take them: most training FLOPs first, so that
+    the jobs left when workers run out are the short ones and none trains a big student alone
+    at the end (longest first is the classic rule for dividing jobs between workers)."""
+    return sorted(students, key=lambda j: -student_setting(j.params).train_flops(size, classes))
+
+
 def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfig:
     s = cfg.students
     return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr[loss], momentum=s.momentum,
@@ -341,7 +348,7 @@ def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, dev
             dirs += [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
         else:
             dirs.append(job.dir)
-    fixed = [j for j in jobs if j.stage != "search"]
+    fixed = largest_first([j for j in jobs if j.stage != "search"], ds.image_size, ds.num_classes)
 
     def train(job: Job) -> None:
         echo(f"student {jobs.index(job) + 1}/{len(jobs)}: {job.name}")

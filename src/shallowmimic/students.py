@@ -14,6 +14,7 @@ from .budget import format_budget
 from .data import Dataset
 from .errors import UserError
 from .families import default_free, get_student, solve_student
+from .flops import train_flops_per_image
 from .io import provenance, read_json, write_json
 from .models import ModelSpec, load_model, save_model_spec
 from .teachers import SplitConfig, split_tensors
@@ -34,6 +35,14 @@ class StudentSetting:
         fam = get_student(self.family)
         return solve_student(fam, self.budget, self.free or default_free(fam, self.budget), 3, size, classes)
 
+    def model_spec(self, size: int, classes: int) -> ModelSpec:
+        return ModelSpec("student", self.family, self.solved(size, classes).spec,
+                         BuildOptions(init_scale=self.init_scale, input_scale=self.input_scale), 3, size, classes)
+
+    def train_flops(self, size: int, classes: int) -> float:
+        """FLOPs of one training step per image: what orders students largest first."""
+        return train_flops_per_image(self.model_spec(size, classes).build(), 3, size)
+
 
 def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg: TrainConfig, out: Path,
                   device: torch.device, split: SplitConfig = SplitConfig(), progress: bool = True,
@@ -42,10 +51,7 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
         cfg = replace(cfg, loss=setting.loss)
     if cfg.weight_decay:
         raise UserError("students are trained without weight decay (the paper found it hurts)")
-    solved = setting.solved(ds.image_size, ds.num_classes)
-    mspec = ModelSpec("student", setting.family, solved.spec,
-                      BuildOptions(init_scale=setting.init_scale, input_scale=setting.input_scale),
-                      3, ds.image_size, ds.num_classes)
+    mspec = setting.model_spec(ds.image_size, ds.num_classes)
     data = data or split_tensors(ds, split, device)
     batches = TransferBatches(transfer_dir, data["x_train"], data["y_train"], cfg.batch_size,
                               split_fingerprint=data["fingerprint"])
@@ -59,7 +65,7 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
     test = test_record(model, data["x_test"], data["y_test"]) if evaluate_test else {}
     summary = {
         "role": "student", "family": setting.family, "conv_layers": get_student(setting.family).conv_layers,
-        "budget": setting.budget, "params": mspec.params, "spec": solved.spec, "loss": setting.loss,
+        "budget": setting.budget, "params": mspec.params, "spec": mspec.spec, "loss": setting.loss,
         "val_acc": result.best_val_acc, "test_acc": test.get("test_acc"),
         "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped": result.stopped,
         "wall_s": round(result.wall_s, 1), "device": str(device), "seed": cfg.seed,
