@@ -8,6 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 OUT ?= runs/quick
+# Two cooperating workers (docs/SCALING.md): on a 2-core CPU, two workers of one thread each ran
+# the quick study in 28 min where one worker of two threads took 35-36 (docs/results/quick-cpu.md).
+WORKERS ?= 2
 BIN := $(VENV)/bin
 
 .PHONY: setup quick test lint
@@ -22,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quick: setup
-	$(BIN)/shallowmimic run --preset quick --out $(OUT)
+	$(BIN)/shallowmimic run --preset quick --out $(OUT) --workers $(WORKERS)
 
 test: setup
 	$(BIN)/python -m pytest
