@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 OUT ?= runs/quick
 # Two cooperating workers (docs/SCALING.md): on a 2-core CPU, two workers of one thread each ran
-# the quick study in 28 min where one worker of two threads took 35-36 (docs/results/quick-cpu.md).
+# the quick study in 26.7-34.2 min where one worker of two threads took 35.1-36.5 (docs/results/quick-cpu.md).
 WORKERS ?= 2
 BIN := $(VENV)/bin
 
