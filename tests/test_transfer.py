@@ -229,6 +229,55 @@ def test_ensemble_refuses_teachers_from_another_split(tmp_path):
         build_ensemble([{"dir": str(d), "val_acc": 0.5}], 1, {"fingerprint": "this"}, tmp_path / "e", "cpu")
 
 
+def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, monkeypatch):
+    """Each teacher job stores its validation and test logits; the ensemble is built from them
+    without running a member, with the same numbers as running them, and a file that no longer
+    matches (retrained weights, other images) is ignored, not trusted."""
+    import numpy as np
+
+    from shallowmimic import ensemble
+    from shallowmimic.checkpoint import BEST
+    from shallowmimic.data import load_dataset
+    from shallowmimic.ensemble import build_ensemble, find_teachers
+    from shallowmimic.logits import LOGITS, stored_logits
+    from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+
+    from .conftest import tiny_arrays
+
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=80, n_test=20, size=8, classes=4))
+    ds = load_dataset(tmp_path / "d.npz")
+    split = SplitConfig(val_size=30, seed=0)
+    data = split_tensors(ds, split, "cpu")
+    for seed in (0, 1):
+        cfg = teacher_config("fast", epochs=1, batch_size=16, seed=seed)
+        train_teacher(ds, tmp_path / "teachers" / f"t{seed}", "fast", "4c-mp-8fc", cfg, "cpu", split,
+                      progress=False, data=data)
+    teachers = find_teachers([tmp_path / "teachers"])
+    assert all((tmp_path / "teachers" / f"t{s}" / LOGITS).exists() for s in (0, 1))
+
+    def loaded(*a, **k):
+        raise AssertionError("a member was run although its logits were stored")
+
+    monkeypatch.setattr(ensemble, "load_model", loaded)
+    cached = build_ensemble(teachers, 2, data, tmp_path / "cached", "cpu")
+    monkeypatch.undo()
+    for s in (0, 1):
+        (tmp_path / "teachers" / f"t{s}" / LOGITS).unlink()
+    fresh = build_ensemble(teachers, 2, data, tmp_path / "fresh", "cpu")
+    for key in ("val_acc", "test_acc", "test_correct"):
+        assert cached[key] == fresh[key]
+        assert [m[key] for m in cached["members"]] == [m[key] for m in fresh["members"]]
+
+    t0 = tmp_path / "teachers" / "t0"
+    train_teacher(ds, t0, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16, seed=0), "cpu",
+                  split, progress=False, data=data)
+    assert stored_logits(t0, "test", data["x_test"]) is not None
+    assert stored_logits(t0, "test", data["x_test"][:-1]) is None  # other images
+    assert stored_logits(t0, "test", data["x_test"].flip(0)) is None
+    (t0 / BEST).write_bytes((t0 / BEST).read_bytes() + b" ")  # other weights
+    assert stored_logits(t0, "val", data["x_val"]) is None
+
+
 def test_stored_bytes_per_image_match_the_docs_and_the_shards(tmp_path, images):
     """Issue 9 item 8: the docs quote the code's figure, and the code's figure is the shards'."""
     import re

@@ -11,6 +11,7 @@ import torch
 from .batches import predict_logits
 from .errors import UserError
 from .io import provenance, read_json, write_json
+from .logits import stored_logits
 from .models import load_model
 from .stats import encode_correct
 
@@ -70,9 +71,15 @@ def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, 
     members = select_best(teachers, k)
     val_logits, test_logits = [], []
     for m in members:
-        model, _ = load_model(Path(m["dir"]), device)
-        val_logits.append(predict_logits(model, data["x_val"], batch_size))
-        test_logits.append(predict_logits(model, data["x_test"], batch_size))
+        d, parts = Path(m["dir"]), (data["x_val"], data["x_test"])
+        # the teacher job stored these; a member is run again only where they do not match
+        logits = [stored_logits(d, part, x) for part, x in zip(("val", "test"), parts, strict=True)]
+        if any(lg is None for lg in logits):
+            model, _ = load_model(d, device)
+            logits = [predict_logits(model, x, batch_size) if lg is None else lg
+                      for lg, x in zip(logits, parts, strict=True)]
+        val_logits.append(logits[0])
+        test_logits.append(logits[1])
     y_val, y_test = data["y_val"].cpu(), data["y_test"].cpu()
     acc = lambda logits, y: (logits.argmax(1) == y).float().mean().item()  # noqa: E731
     correct = lambda logits: encode_correct((logits.argmax(1) == y_test).numpy())  # noqa: E731

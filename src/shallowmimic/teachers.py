@@ -9,10 +9,11 @@ import torch
 
 from .arch import init_whitening, parse_spec
 from .augment import TEACHER_HSV, HSVConstants
-from .batches import AugmentedBatches, evaluate, prepare, test_record
+from .batches import AugmentedBatches, evaluate, logits_record, predict_logits, prepare
 from .data import Dataset
 from .families import get_teacher
 from .io import provenance, write_json
+from .logits import store_logits
 from .models import ModelSpec, load_model, save_model_spec
 from .preprocess import make_split
 from .train import TrainConfig, fit
@@ -76,7 +77,11 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
                                cfg.seed, translate=v.translate, alternate=v.alternating_flip)
     result = fit(model, batches, data["x_val"], data["y_val"], cfg, out, resume=resume,
                  desc=f"teacher {spec}", progress=progress)
-    test = test_record(model, data["x_test"], data["y_test"], cfg.eval_batch_size) if evaluate_test else {}
+    # Logits on validation (and test, unless kept out of sight) stored for the ensemble stage
+    parts = {"val": data["x_val"], **({"test": data["x_test"]} if evaluate_test else {})}
+    logits = {name: predict_logits(model, images, cfg.eval_batch_size) for name, images in parts.items()}
+    store_logits(out, {name: (parts[name], lg) for name, lg in logits.items()})
+    test = logits_record(logits["test"], data["y_test"]) if evaluate_test else {}
     summary = {"role": "teacher", "family": variant, "spec": spec, "params": mspec.params,
                "val_acc": result.best_val_acc, "test_acc": test.get("test_acc"), "best_epoch": result.best_epoch,
                "epochs": result.epochs, "stopped": result.stopped, "wall_s": round(result.wall_s, 1),
