@@ -180,6 +180,28 @@ def test_models_of_one_architecture_are_timed_once(tmp_path, monkeypatch):
     assert inference.read_inference(tmp_path / "inference.csv")[1]["timed_as"] == str(a)
 
 
+def test_timing_reuses_the_export_jobs_files(tmp_path, monkeypatch):
+    """The study exports each model in a job of its own (any worker), then times them in one job
+    that must not export again; a model whose export job failed is exported (and reported) there."""
+    import shallowmimic.inference as inference
+    from shallowmimic.export import stored_check
+
+    a, b = tiny_student(tmp_path, "conv1"), tiny_student(tmp_path, "mlp1")
+    job = inference.Export(a)
+    assert not job.done() and job.dir == a / "model.onnx"
+    assert job.run(IMAGES, LABELS) is None and job.done()
+    assert stored_check(a)["max_abs_logit_diff"] <= 1e-4 and stored_check(b) is None
+    exported = []
+    real = inference.export_onnx
+    monkeypatch.setattr(inference, "export_onnx", lambda d, *a, **k: exported.append(d) or real(d, *a, **k))
+    rows = inference.measure_study([a, b], IMAGES, LABELS, tmp_path / "inference.csv", progress=False,
+                                   reuse_export=True)
+    assert exported == [b]
+    assert rows[0]["onnx_max_abs_diff"] == stored_check(a)["max_abs_logit_diff"]
+    monkeypatch.setattr(inference, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(UserError("mismatch")))
+    assert inference.Export(tmp_path / "nowhere").run(IMAGES, LABELS) == "mismatch"
+
+
 def test_ensemble_flops_count_every_member_and_view(tmp_path):
     from shallowmimic.export import Deployable, load_deployable
     from shallowmimic.flops import inference_flops_per_image

@@ -18,10 +18,10 @@ from .test_search import storage_for
 
 # The smoke study on tiny synthetic data: 2 teachers, the ensemble, the transfer set (2 shards and
 # its manifest), 6 students (mlp1, conv1, conv2 mimic and their hard-label twins), the inference
-# stage: 13 jobs.
+# stage (9 exports, one per model, then the timing): 22 jobs.
 SETS = ["data.val_size=200", "data.train_limit=0", "data.val_limit=0", "teachers.epochs=1", "transfer.epochs=2",
         "students.epochs=2", "search.heartbeat=2"]
-N_JOBS = 13
+N_JOBS = 22
 
 
 @pytest.fixture(scope="module")

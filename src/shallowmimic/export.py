@@ -59,6 +59,20 @@ def default_path(directory: Path) -> Path:
     return directory / ("ensemble.onnx" if (directory / ENSEMBLE_MANIFEST).exists() else "model.onnx")
 
 
+def check_path(onnx: Path) -> Path:
+    """Where an export's check is stored: beside the file, `<file>.json`."""
+    return Path(onnx).with_name(Path(onnx).name + ".json")
+
+
+def stored_check(directory: Path) -> dict | None:
+    """The check written with DIRECTORY's export at its default path, if the file and its check
+    are both there (the check is written only after the file is renamed into place)."""
+    path = default_path(directory)
+    if not (path.exists() and check_path(path).exists()):
+        return None
+    return read_json(check_path(path), "no export check")
+
+
 def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Path | None = None,
                 loaded: tuple[Deployable, dict] | None = None) -> dict:
     """Write DIRECTORY's model as ONNX (dynamic batch axis) and its check (`<file>.json`); a
@@ -69,11 +83,10 @@ def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Pa
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; give the ONNX file to write, e.g. {out / 'model.onnx'}")
     sample = torch.from_numpy(np.ascontiguousarray(images[:2]))
-    check_path = out.with_name(out.name + ".json")
     with atomic_path(out) as tmp:
         _export(model, sample, tmp)
         check = check_onnx(tmp, model, images, labels, name=out)
-    write_json(check_path, {**check, **meta, "source": str(Path(directory).resolve()), "provenance": provenance()})
+    write_json(check_path(out), {**check, **meta, "source": str(Path(directory).resolve()), "provenance": provenance()})
     return {**check, **meta, "path": str(out)}
 
 
@@ -119,7 +132,7 @@ def check_onnx(path: Path, model: torch.nn.Module, images: np.ndarray, labels: n
     """Run the graph in onnxruntime and the model in PyTorch (fp32) on the first `n` images:
     largest absolute logit difference and both accuracies. Raises on a mismatch."""
     name = name or path
-    sess = session(path)
+    sess = session(path, threads=torch.get_num_threads())  # the process's share of the cores (workers)
     expected = sess.get_inputs()[0].shape[1:]
     if tuple(images.shape[1:]) != tuple(expected) or images.dtype != np.uint8:
         raise UserError(f"{name}: the graph takes uint8 images of shape {'x'.join(map(str, expected))}, "

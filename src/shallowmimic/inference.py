@@ -14,6 +14,7 @@ import csv
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 
 from .device import machine_reference
 from .errors import UserError
-from .export import default_path, export_onnx, load_deployable, session
+from .export import check_path, default_path, export_onnx, load_deployable, session, stored_check
 from .flops import inference_flops_per_image
 from .io import atomic_path
 
@@ -57,16 +58,41 @@ def architecture(model: torch.nn.Module) -> str:
     return f"{model}|{shapes}"
 
 
+@dataclass(frozen=True)
+class Export:
+    """One model's ONNX export and its check, a job of its own: workers export in parallel, and
+    the timing that follows (one job, alone on the machine) reuses the files."""
+
+    model: Path
+
+    @property
+    def dir(self) -> Path:  # the ONNX file names the job
+        return default_path(self.model)
+
+    def done(self) -> bool:
+        return stored_check(self.model) is not None
+
+    def run(self, images: np.ndarray, labels: np.ndarray) -> str | None:
+        """Export and check; a failed check is returned (the timing job tries again and reports it)."""
+        try:
+            export_onnx(self.model, images, labels)
+        except UserError as e:
+            return str(e)
+        return None
+
+
 def measure(directory: Path, images: np.ndarray, labels: np.ndarray, runs: int = 100, warmup: int = 10,
             batch: int = 256, threads: int | None = None, reference: float | None = None,
-            timed: dict[str, dict] | None = None) -> dict:
-    """One model's row of `inference.csv`. Exports (and checks) its ONNX graph first. `timed`:
-    rows measured earlier by architecture; a model whose architecture is there takes its
-    timings (dense CPU kernels cost the same whatever the weights) and names it in `timed_as`."""
+            timed: dict[str, dict] | None = None, reuse_export: bool = False) -> dict:
+    """One model's row of `inference.csv`. Exports (and checks) its ONNX graph first, unless
+    `reuse_export` and an export with its check is there. `timed`: rows measured earlier by
+    architecture; a model whose architecture is there takes its timings (dense CPU kernels cost
+    the same whatever the weights) and names it in `timed_as`."""
     if runs < 100:
         raise UserError(f"latency needs at least 100 timed runs, got {runs}")
     model, meta = load_deployable(directory)
-    check = export_onnx(directory, images, labels, loaded=(model, meta))
+    check = (stored_check(directory) if reuse_export else None) or \
+        export_onnx(directory, images, labels, loaded=(model, meta))
     threads, key = threads or cores(), architecture(model)
     row = {"name": meta["name"], "role": meta["role"], "family": meta["family"], "loss": meta["loss"],
            "params": meta["params"], "test_acc": meta["test_acc"], "onnx_max_abs_diff": check["max_abs_logit_diff"],
@@ -115,15 +141,16 @@ def _reusable(row: dict | None, runs: int, batch: int, threads: int) -> bool:
     d = Path(row["dir"])
     path = default_path(d)
     same = (row.get("runs"), row.get("batch"), row.get("throughput_threads")) == (runs, batch, threads)
-    return same and path.exists() and path.with_name(path.name + ".json").exists()
+    return same and path.exists() and check_path(path).exists()
 
 
 def measure_study(dirs: list[Path], images: np.ndarray, labels: np.ndarray, out_csv: Path, progress: bool = True,
                   runs: int = 100, batch: int = 256, on_error: Callable[[Path, UserError], None] | None = None,
-                  ) -> list[dict]:
+                  reuse_export: bool = False) -> list[dict]:
     """Rows for every directory (teachers, students, the ensemble), reusing rows already in
     `out_csv` measured the same way: an interrupted measurement resumes. With `on_error`, a model
-    whose export fails its check is reported there and left out instead of stopping."""
+    whose export fails its check is reported there and left out instead of stopping.
+    `reuse_export`: models exported already (`Export` jobs) are not exported again."""
     from tqdm import tqdm
 
     if not dirs:
@@ -138,7 +165,7 @@ def measure_study(dirs: list[Path], images: np.ndarray, labels: np.ndarray, out_
         if not _reusable(row, runs, batch, threads):
             try:
                 row = measure(d, images, labels, runs=runs, batch=batch, threads=threads, reference=reference,
-                              timed=timed)
+                              timed=timed, reuse_export=reuse_export)
             except UserError as e:
                 if on_error is None:
                     raise

@@ -36,7 +36,7 @@ from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import Ensemble, build_ensemble, read_manifest
 from .errors import UserError
 from .inference import CSV_NAME as INFERENCE_CSV
-from .inference import measure_study
+from .inference import Export, measure_study
 from .io import provenance, read_json, write_json
 from .jobs import JobQueue, open_queue
 from .models import load_model
@@ -376,15 +376,23 @@ def _inference_stage(cfg, dirs: list[Path], ds, out: Path, progress, echo, queue
                                        "(pip install onnx onnxruntime)."]}
     path = out / INFERENCE_CSV
     models = reported_models(dirs)
-    # One job, so that no worker times models while another trains beside it; its notes are kept
-    # for the workers that waited for it.
+
+    # Every export and its check, each a job of its own (any worker takes it)
+    def export(job: Export) -> None:
+        error = job.run(ds.x_test, ds.y_test)
+        if error:
+            echo(f"  export failed: {error}")
+
+    queue.share([Export(d) for d in models], export)
+    # then the timing: one job, so that no worker times models while another works beside it;
+    # its notes are kept for the workers that waited for it.
     job = Job("inference", "inference cost", out / "inference" / config_hash(
         {"models": [str(d) for d in models], "runs": cfg.inference.runs, "batch": cfg.inference.batch}), {})
 
     def measure(job: Job) -> None:
         notes: list[str] = []
         rows = measure_study(models, ds.x_test, ds.y_test, path, progress=progress, runs=cfg.inference.runs,
-                             batch=cfg.inference.batch,
+                             batch=cfg.inference.batch, reuse_export=True,
                              on_error=lambda d, e: notes.append(f"Inference cost not measured for {d}: {e}"))
         echo(f"inference cost: {len(rows)} models exported to ONNX, checked by onnxruntime and timed -> {path}")
         write_json(job.dir / INFERENCE_NOTES, {"csv": str(path), "notes": notes})
