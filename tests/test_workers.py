@@ -139,6 +139,8 @@ def test_workers_flag_starts_local_workers(data, single, tmp_path):
     r = subprocess.run([sys.executable, "-m", "shallowmimic", *args], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "worker 1:" in r.stdout and "jobs per worker:" in r.stdout
-    assert (out / "workers" / "worker-0.log").exists() and (out / "workers" / "worker-1.log").exists()
+    logs = [(out / "workers" / f"worker-{k}.log").read_text() for k in (0, 1)]
+    assert "report: " in logs[0] and "left to another worker" in logs[1]  # one report, by worker 0
+    assert "report: " not in logs[1] and (out / "report" / "report.md").exists()
     assert_each_job_done_once(out)
     assert results(out) == results(single)

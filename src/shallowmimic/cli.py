@@ -471,7 +471,11 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
               help="Start this many cooperating workers here (a GPU each when as many are visible, else "
                    "the CPU threads divided). The same command started on other machines with a shared "
                    "--set search.storage joins them.")
-def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retry_failed, no_progress, workers):
+@click.option("--no-report", is_flag=True,
+              help="Stop after run.json and leave the report to another worker (`--workers N` gives it to "
+                   "worker 0) or to `shallowmimic report`.")
+def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retry_failed, no_progress, workers,
+            no_report):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
     Re-running the same command resumes; finished work is skipped. Several runs of one study
     (this command started again, or --workers N) divide its jobs between them."""
@@ -489,7 +493,7 @@ def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retr
         args = ["--preset", preset, "--out", str(out), "--no-progress", *(a for o in ov for a in ("--set", o))]
         launch(args + (["--data", str(data_path)] if data_path else []), workers, out, cfg.device, echo=click.echo)
         return
-    run_study(cfg, out, data_path, progress=not no_progress, retry_failed=retry_failed)
+    run_study(cfg, out, data_path, progress=not no_progress, retry_failed=retry_failed, report=not no_report)
 
 
 @main.command("report")

@@ -51,7 +51,8 @@ def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=pr
     procs = []
     for k, extra in enumerate(worker_envs(n, gpus, cores(), os.environ.get("SHALLOWMIMIC_THREADS", ""))):
         log = open(logs / f"worker-{k}.log", "w")  # noqa: SIM115 (closed below, after the process)
-        cmd = [sys.executable, "-m", "shallowmimic", "run", *run_args]
+        # one report, by worker 0: the others would only write the same files again, at the same time
+        cmd = [sys.executable, "-m", "shallowmimic", "run", *run_args, *(["--no-report"] if k else [])]
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra}), log))
         where = f"GPU {extra['CUDA_VISIBLE_DEVICES']}" if gpus else f"{extra['SHALLOWMIMIC_THREADS']} CPU thread(s)"
         echo(f"worker {k}: {where}, log {logs / f'worker-{k}.log'}")

@@ -159,7 +159,7 @@ def overview(jobs: dict[str, list[Job]]) -> str:
 
 
 def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True, echo=click.echo,
-              retry_failed: bool = False) -> dict:
+              retry_failed: bool = False, report: bool = True) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     ds = load_dataset(resolve_data_path(data_path))
@@ -225,12 +225,15 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
            "stages": clock.stages,
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
-    report = build_report(out / "report", run)
-    echo(f"report: {out / 'report' / 'report.md'}  (wall time {wall / 60:.1f} min)")
-    echo(f"  stages of this invocation, minutes (GFLOP/s after each): {clock.line()}")
-    for f in report["findings"]:
+    stages = f"  stages of this invocation, minutes (GFLOP/s after each): {clock.line()}"
+    if not report:  # another worker writes it: the same report, from the same finished jobs
+        echo(f"done (wall time {wall / 60:.1f} min); the report is left to another worker\n{stages}")
+        return {}
+    written = build_report(out / "report", run)
+    echo(f"report: {out / 'report' / 'report.md'}  (wall time {wall / 60:.1f} min)\n{stages}")
+    for f in written["findings"]:
         echo("  " + f.line())
-    return report
+    return written
 
 
 def job_queue(cfg: StudyConfig, out: Path, echo=click.echo) -> JobQueue:
