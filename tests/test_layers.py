@@ -11,7 +11,7 @@ LAYERS = [
     ("data", {"data", "download", "preprocess", "info"}),
     ("augment", {"augment", "preview"}),
     ("models", {"arch", "budget", "families", "spaces", "checkpoint", "models", "flops"}),
-    ("training", {"schedule", "losses", "batches", "train", "teachers"}),
+    ("training", {"schedule", "losses", "batches", "train", "teachers", "logits"}),
     ("search", {"search", "jobs"}),
     ("ensemble", {"ensemble"}),
     ("transfer set", {"transfer"}),
