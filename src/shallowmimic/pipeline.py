@@ -311,7 +311,8 @@ def _transfer_stage(cfg, job: Job, ens_dir: Path, manifest: dict, data, device, 
                                                progress=progress, only=[shard.epoch]))
 
     def write_manifest(_: Job) -> None:  # every shard is there: checked, digested, listed
-        info = generate(ensemble(), data["x_train"], tcfg, job.dir, source, progress=progress)
+        # the ensemble is loaded only if a shard must be made again (one was deleted meanwhile)
+        info = generate(lambda x: ensemble()(x), data["x_train"], tcfg, job.dir, source, progress=progress)
         echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
              f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,8 +96,8 @@ def _check_shard(path: Path, wanted: dict) -> bool:
     return True
 
 
-def generate(ensemble: torch.nn.Module, train_images: torch.Tensor, cfg: TransferConfig, out: Path,
-             source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
+def generate(ensemble: Callable[[torch.Tensor], torch.Tensor], train_images: torch.Tensor, cfg: TransferConfig,
+             out: Path, source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
              stop_after: int | None = None, rebuild: bool = False, only: Sequence[int] | None = None) -> dict | None:
     """Write the transfer set into `out`; resumes over existing shards made the same way (others
     are an error, or with `rebuild` are made again). `source` describes the ensemble and split
