@@ -198,8 +198,17 @@ def test_timing_reuses_the_export_jobs_files(tmp_path, monkeypatch):
                                    reuse_export=True)
     assert exported == [b]
     assert rows[0]["onnx_max_abs_diff"] == stored_check(a)["max_abs_logit_diff"]
+    retrained = make_model(tmp_path / "other", "student", "conv1", json.loads((a / "model.json").read_text())["spec"],
+                           seed=5)
+    (a / BEST).write_bytes((retrained / BEST).read_bytes())  # new weights: the export is stale
+    assert stored_check(a) is None and not job.done()
+
+    # a failed check is recorded for these weights, so no other worker exports it again
     monkeypatch.setattr(inference, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(UserError("mismatch")))
-    assert inference.Export(tmp_path / "nowhere").run(IMAGES, LABELS) == "mismatch"
+    failing = inference.Export(b)
+    assert failing.run(IMAGES, LABELS) == "mismatch" and failing.done() and failing.failure() == "mismatch"
+    (b / BEST).write_bytes((retrained / BEST).read_bytes())
+    assert failing.failure() is None and not failing.done()  # other weights: try again
 
 
 def test_ensemble_flops_count_every_member_and_view(tmp_path):

@@ -96,6 +96,10 @@ def test_rerun_does_no_training(smoke):
     assert "teachers    2/2 done" in r.output and "students    6/6 done" in r.output
     assert "student 1/6" not in r.output
     assert mtimes(out) == before
+    report = (out / "report" / "report.md").stat().st_mtime_ns
+    r = run("run", "--preset", "smoke", "--out", out, *data, "--device", "cpu", "--no-progress", "--no-report")
+    assert r.exit_code == 0 and "left to another worker" in r.output, r.output
+    assert (out / "report" / "report.md").stat().st_mtime_ns == report  # run.json only
 
 
 def test_changed_setting_recomputes_only_what_depends_on_it(smoke):

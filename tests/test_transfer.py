@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from shallowmimic.arch import build, parse_spec
+from shallowmimic.device import precision
 from shallowmimic.ensemble import Ensemble, select_best
 from shallowmimic.errors import UserError
 from shallowmimic.transfer import TransferBatches, TransferConfig, generate, render
@@ -269,13 +270,48 @@ def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, m
         assert [m[key] for m in cached["members"]] == [m[key] for m in fresh["members"]]
 
     t0 = tmp_path / "teachers" / "t0"
+    # the finished teacher's run resumes to its end and stores its logits again
     train_teacher(ds, t0, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16, seed=0), "cpu",
                   split, progress=False, data=data)
-    assert stored_logits(t0, "test", data["x_test"]) is not None
-    assert stored_logits(t0, "test", data["x_test"][:-1]) is None  # other images
-    assert stored_logits(t0, "test", data["x_test"].flip(0)) is None
+    here = precision(torch.device("cpu"))
+    assert stored_logits(t0, "test", data["x_test"], here) is not None
+    assert stored_logits(t0, "test", data["x_test"], {"fp32": "bf16", "bf16": "fp32"}[here]) is None
+    assert stored_logits(t0, "test", data["x_test"][:-1], here) is None  # other images
+    assert stored_logits(t0, "test", data["x_test"].flip(0), here) is None
     (t0 / BEST).write_bytes((t0 / BEST).read_bytes() + b" ")  # other weights
-    assert stored_logits(t0, "val", data["x_val"]) is None
+    assert stored_logits(t0, "val", data["x_val"], here) is None
+    (t0 / LOGITS).write_bytes(b"not safetensors")
+    assert stored_logits(t0, "val", data["x_val"], here) is None
+
+
+def test_a_teacher_search_trial_stores_validation_logits_only(tmp_path, monkeypatch):
+    """Search trials keep the test set out of sight: their test logits are computed by the
+    ensemble, their validation logits read."""
+    import numpy as np
+
+    from shallowmimic import ensemble
+    from shallowmimic.data import load_dataset
+    from shallowmimic.ensemble import build_ensemble, find_teachers
+    from shallowmimic.logits import stored_logits
+    from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+
+    from .conftest import tiny_arrays
+
+    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=80, n_test=20, size=8, classes=4))
+    ds = load_dataset(tmp_path / "d.npz")
+    split = SplitConfig(val_size=30, seed=0)
+    data = split_tensors(ds, split, "cpu")
+    t = tmp_path / "trial"
+    train_teacher(ds, t, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16), "cpu", split,
+                  progress=False, data=data, evaluate_test=False)
+    here = precision(torch.device("cpu"))
+    assert stored_logits(t, "val", data["x_val"], here) is not None
+    assert stored_logits(t, "test", data["x_test"], here) is None
+    runs = []
+    real = ensemble.predict_logits
+    monkeypatch.setattr(ensemble, "predict_logits", lambda m, x, *a: runs.append(len(x)) or real(m, x, *a))
+    manifest = build_ensemble(find_teachers([t]), 1, data, tmp_path / "e", "cpu")
+    assert runs == [len(data["x_test"])] and manifest["members"][0]["test_n"] == len(data["x_test"])
 
 
 def test_stored_bytes_per_image_match_the_docs_and_the_shards(tmp_path, images):

@@ -491,7 +491,8 @@ def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retr
         if retry_failed:
             raise UserError("--retry-failed with --workers: run it once with one worker first")
         args = ["--preset", preset, "--out", str(out), "--no-progress", *(a for o in ov for a in ("--set", o))]
-        launch(args + (["--data", str(data_path)] if data_path else []), workers, out, cfg.device, echo=click.echo)
+        launch(args + (["--data", str(data_path)] if data_path else []), workers, out, cfg.device, echo=click.echo,
+               report=not no_report)
         return
     run_study(cfg, out, data_path, progress=not no_progress, retry_failed=retry_failed, report=not no_report)
 

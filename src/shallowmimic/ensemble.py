@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .batches import predict_logits
+from .device import precision
 from .errors import UserError
 from .io import provenance, read_json, write_json
 from .logits import stored_logits
@@ -73,7 +74,7 @@ def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, 
     for m in members:
         d, parts = Path(m["dir"]), (data["x_val"], data["x_test"])
         # the teacher job stored these; a member is run again only where they do not match
-        logits = [stored_logits(d, part, x) for part, x in zip(("val", "test"), parts, strict=True)]
+        logits = [stored_logits(d, part, x, precision(device)) for part, x in zip(("val", "test"), parts, strict=True)]
         if any(lg is None for lg in logits):
             model, _ = load_model(d, device)
             logits = [predict_logits(model, x, batch_size) if lg is None else lg

@@ -5,15 +5,17 @@ test images before it is renamed into place; the check is stored beside the file
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoint import BEST
 from .ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from .ensemble import load_ensemble, read_manifest
 from .errors import UserError
-from .io import atomic_path, provenance, read_json, write_json
+from .io import atomic_path, file_digest, provenance, read_json, write_json
 from .models import MODEL_JSON, load_model
 from .preprocess import standardize, to_float
 
@@ -64,13 +66,30 @@ def check_path(onnx: Path) -> Path:
     return Path(onnx).with_name(Path(onnx).name + ".json")
 
 
+def weights_digest(directory: Path) -> str:
+    """What an export of DIRECTORY was made from: its best weights, or for an ensemble its
+    manifest and every member's weights."""
+    directory = Path(directory)
+    if (directory / ENSEMBLE_MANIFEST).exists():
+        members = [Path(m["dir"]) / BEST for m in read_manifest(directory)["members"]]
+        parts = [file_digest(directory / ENSEMBLE_MANIFEST), *(file_digest(p) for p in members)]
+        return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+    return file_digest(directory / BEST)
+
+
 def stored_check(directory: Path) -> dict | None:
     """The check written with DIRECTORY's export at its default path, if the file and its check
-    are both there (the check is written only after the file is renamed into place)."""
+    are both there (the check is written only after the file is renamed into place) and were made
+    from the directory's present weights at this opset; None otherwise."""
     path = default_path(directory)
     if not (path.exists() and check_path(path).exists()):
         return None
-    return read_json(check_path(path), "no export check")
+    check = read_json(check_path(path), "no export check")
+    try:
+        same = check.get("weights") == weights_digest(directory) and check.get("opset") == OPSET
+    except (OSError, UserError, KeyError, TypeError):  # weights or manifest gone or unreadable
+        return None
+    return check if same else None
 
 
 def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Path | None = None,
@@ -86,7 +105,8 @@ def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Pa
     with atomic_path(out) as tmp:
         _export(model, sample, tmp)
         check = check_onnx(tmp, model, images, labels, name=out)
-    write_json(check_path(out), {**check, **meta, "source": str(Path(directory).resolve()), "provenance": provenance()})
+    write_json(check_path(out), {**check, **meta, "source": str(Path(directory).resolve()),
+                                 "weights": weights_digest(directory), "provenance": provenance()})
     return {**check, **meta, "path": str(out)}
 
 

@@ -22,9 +22,9 @@ import torch
 
 from .device import machine_reference
 from .errors import UserError
-from .export import check_path, default_path, export_onnx, load_deployable, session, stored_check
+from .export import check_path, default_path, export_onnx, load_deployable, session, stored_check, weights_digest
 from .flops import inference_flops_per_image
-from .io import atomic_path
+from .io import atomic_path, read_json, write_json
 
 CSV_NAME = "inference.csv"
 COLUMNS = ["name", "role", "family", "loss", "params", "mflops", "test_acc",
@@ -61,7 +61,9 @@ def architecture(model: torch.nn.Module) -> str:
 @dataclass(frozen=True)
 class Export:
     """One model's ONNX export and its check, a job of its own: workers export in parallel, and
-    the timing that follows (one job, alone on the machine) reuses the files."""
+    the timing that follows (one job, alone on the machine) reuses the files. A failed check is
+    recorded beside the model (`<file>.failed.json`, for these weights) and reported by the
+    timing job, so that no worker exports it again."""
 
     model: Path
 
@@ -69,15 +71,28 @@ class Export:
     def dir(self) -> Path:  # the ONNX file names the job
         return default_path(self.model)
 
+    @property
+    def marker(self) -> Path:
+        return self.dir.with_name(self.dir.name + ".failed.json")
+
     def done(self) -> bool:
-        return stored_check(self.model) is not None
+        return stored_check(self.model) is not None or self.failure() is not None
+
+    def failure(self) -> str | None:
+        """Why the export of the present weights failed its check, if it did."""
+        if not self.marker.exists():
+            return None
+        failed = read_json(self.marker, "no export failure")
+        return failed.get("error") if failed.get("weights") == weights_digest(self.model) else None
 
     def run(self, images: np.ndarray, labels: np.ndarray) -> str | None:
-        """Export and check; a failed check is returned (the timing job tries again and reports it)."""
+        """Export and check; returns (and records) why it failed, if it did."""
         try:
             export_onnx(self.model, images, labels)
         except UserError as e:
+            write_json(self.marker, {"error": str(e), "weights": weights_digest(self.model)})
             return str(e)
+        self.marker.unlink(missing_ok=True)
         return None
 
 

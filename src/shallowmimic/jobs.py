@@ -1,5 +1,6 @@
-"""Fixed jobs (a teacher, the ensemble, the transfer set, a student, the inference stage)
-shared by cooperating workers through an Optuna study, the engine the searches already use.
+"""Fixed jobs (a teacher, the ensemble, a transfer-set shard and the manifest, a student, a
+model's ONNX export, the timing of every model) shared by cooperating workers through an
+Optuna study, the engine the searches already use.
 
 Every `shallowmimic run` on one study directory is a worker. Each job is one trial of the
 study's job queue (an Optuna study in the study's storage), enqueued WAITING with its key in

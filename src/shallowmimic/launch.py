@@ -38,9 +38,10 @@ def visible_gpus(device: str) -> list[str]:
     return ids or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=print) -> None:
+def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=print, report: bool = True) -> None:
     """Start `n` workers running `shallowmimic run *run_args` and wait for them; if one fails,
-    stop the others and raise with its last line."""
+    stop the others and raise with its last line. Worker 0 writes the report (unless `report`
+    is false: another machine's worker will)."""
     if n < 1:
         raise UserError(f"--workers {n}: expected 1 or more")
     from .inference import cores
@@ -52,7 +53,7 @@ def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=pr
     for k, extra in enumerate(worker_envs(n, gpus, cores(), os.environ.get("SHALLOWMIMIC_THREADS", ""))):
         log = open(logs / f"worker-{k}.log", "w")  # noqa: SIM115 (closed below, after the process)
         # one report, by worker 0: the others would only write the same files again, at the same time
-        cmd = [sys.executable, "-m", "shallowmimic", "run", *run_args, *(["--no-report"] if k else [])]
+        cmd = [sys.executable, "-m", "shallowmimic", "run", *run_args, *(["--no-report"] if k or not report else [])]
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra}), log))
         where = f"GPU {extra['CUDA_VISIBLE_DEVICES']}" if gpus else f"{extra['SHALLOWMIMIC_THREADS']} CPU thread(s)"
         echo(f"worker {k}: {where}, log {logs / f'worker-{k}.log'}")

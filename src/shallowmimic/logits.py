@@ -32,18 +32,20 @@ def images_digest(images: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def store_logits(directory: Path, parts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Write `{part: (images, logits)}` for the weights now in DIRECTORY/best.safetensors."""
+def store_logits(directory: Path, parts: dict[str, tuple[torch.Tensor, torch.Tensor]], precision: str) -> None:
+    """Write `{part: (images, logits)}` for the weights now in DIRECTORY/best.safetensors,
+    computed at `precision` (fp32 or bf16 autocast)."""
     directory = Path(directory)
     keys = {name: {"images": images_digest(images), "rows": len(logits)} for name, (images, logits) in parts.items()}
-    meta = {"weights": file_digest(directory / BEST), "parts": json.dumps(keys)}
+    meta = {"weights": file_digest(directory / BEST), "precision": precision, "parts": json.dumps(keys)}
     with atomic_path(directory / LOGITS) as tmp:
         save_file({name: logits.float().cpu().contiguous() for name, (_, logits) in parts.items()}, str(tmp), meta)
 
 
-def stored_logits(directory: Path, part: str, images: torch.Tensor) -> torch.Tensor | None:
+def stored_logits(directory: Path, part: str, images: torch.Tensor, precision: str) -> torch.Tensor | None:
     """The stored logits of `part` if they were computed on exactly these images by the
-    directory's current weights; None otherwise (no file, another split, retrained weights)."""
+    directory's current weights at this precision; None otherwise (no file, another split,
+    retrained weights, another precision)."""
     path = Path(directory) / LOGITS
     if not path.exists() or not (Path(directory) / BEST).exists():
         return None
@@ -51,12 +53,13 @@ def stored_logits(directory: Path, part: str, images: torch.Tensor) -> torch.Ten
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = json.loads(meta.get("parts", "{}"))
-            if part not in keys or meta.get("weights") != file_digest(Path(directory) / BEST):
+            if part not in keys or meta.get("precision") != precision or \
+                    meta.get("weights") != file_digest(Path(directory) / BEST):
                 return None
             if keys[part].get("images") != images_digest(images):
                 return None
             logits = f.get_tensor(part)
-    except (SafetensorError, OSError, ValueError):
+    except (SafetensorError, OSError, ValueError, TypeError, AttributeError):
         return None  # unreadable: recomputed, like a missing file
     return logits if logits.shape[0] == len(images) else None
 

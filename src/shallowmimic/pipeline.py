@@ -172,7 +172,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
                "fingerprint": data["fingerprint"]}
     jobs = plan(cfg, out, data_id)
     if retry_failed:
-        _forget_failures(jobs, echo)
+        _forget_failures(jobs, out, echo)
     previous = _read_run(out)
     pending = any(not j.done() for js in jobs.values() for j in js)
     echo(f"study '{cfg.name}' in {out} on {device}, {precision(device)} ({ds.source}); "
@@ -381,22 +381,24 @@ def _inference_stage(cfg, dirs: list[Path], ds, out: Path, progress, echo, queue
     path = out / INFERENCE_CSV
     models = reported_models(dirs)
 
-    # Every export and its check, each a job of its own (any worker takes it)
-    def export(job: Export) -> None:
-        error = job.run(ds.x_test, ds.y_test)
-        if error:
-            echo(f"  export failed: {error}")
-
-    queue.share([Export(d) for d in models], export)
-    # then the timing: one job, so that no worker times models while another works beside it;
-    # its notes are kept for the workers that waited for it.
+    # The timing is one job, so that no worker times models while another works beside it; its
+    # notes are kept for the workers that waited for it. Before it, every export and its check,
+    # each a job of its own (any worker takes it).
     job = Job("inference", "inference cost", out / "inference" / config_hash(
         {"models": [str(d) for d in models], "runs": cfg.inference.runs, "batch": cfg.inference.batch}), {})
 
+    def export(e: Export) -> None:
+        error = e.run(ds.x_test, ds.y_test)
+        if error:
+            echo(f"  export failed: {error}")
+
+    queue.share([] if job.done() else [Export(d) for d in models], export)
+
     def measure(job: Job) -> None:
-        notes: list[str] = []
-        rows = measure_study(models, ds.x_test, ds.y_test, path, progress=progress, runs=cfg.inference.runs,
-                             batch=cfg.inference.batch, reuse_export=True,
+        failed = {d: Export(d).failure() for d in models}
+        notes = [f"Inference cost not measured for {d}: {e}" for d, e in failed.items() if e]
+        rows = measure_study([d for d in models if not failed[d]], ds.x_test, ds.y_test, path, progress=progress,
+                             runs=cfg.inference.runs, batch=cfg.inference.batch, reuse_export=True,
                              on_error=lambda d, e: notes.append(f"Inference cost not measured for {d}: {e}"))
         echo(f"inference cost: {len(rows)} models exported to ONNX, checked by onnxruntime and timed -> {path}")
         write_json(job.dir / INFERENCE_NOTES, {"csv": str(path), "notes": notes})
@@ -417,15 +419,21 @@ def reported_models(dirs: list[Path]) -> list[Path]:
     return keep
 
 
-def _forget_failures(jobs: dict[str, list[Job]], echo) -> None:
-    """`run --retry-failed`: a failed student is otherwise done for good, since the same seed and
-    settings fail the same way on CPU; after a code or machine change it may not."""
+def _forget_failures(jobs: dict[str, list[Job]], out: Path, echo) -> None:
+    """`run --retry-failed`: a failed student (or a failed export) is otherwise done for good,
+    since the same seed and settings fail the same way on CPU; after a code or machine change it
+    may not."""
     for job in (j for js in jobs.values() for j in js):
         marker = job.dir / FAILED
         if marker.exists():
             for name in (FAILED, CHECKPOINT, SIDECAR, BEST, BEST_PENDING):
                 (job.dir / name).unlink(missing_ok=True)
             echo(f"retrying failed job {job.name}")
+        for marker in job.dir.glob("*.onnx.failed.json") if job.dir.is_dir() else []:  # a failed export
+            marker.unlink()
+            echo(f"retrying the failed export of {job.name}")
+            for notes in Path(out).glob(f"inference/*/{INFERENCE_NOTES}"):  # and the timing after it
+                notes.unlink()
 
 
 def measure_inference(out: Path, data_path=None, runs: int = 100, batch: int = 256) -> list[dict]:

@@ -11,6 +11,7 @@ from .arch import init_whitening, parse_spec
 from .augment import TEACHER_HSV, HSVConstants
 from .batches import AugmentedBatches, evaluate, logits_record, predict_logits, prepare
 from .data import Dataset
+from .device import precision
 from .families import get_teacher
 from .io import provenance, write_json
 from .logits import store_logits
@@ -80,7 +81,7 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
     # Logits on validation (and test, unless kept out of sight) stored for the ensemble stage
     parts = {"val": data["x_val"], **({"test": data["x_test"]} if evaluate_test else {})}
     logits = {name: predict_logits(model, images, cfg.eval_batch_size) for name, images in parts.items()}
-    store_logits(out, {name: (parts[name], lg) for name, lg in logits.items()})
+    store_logits(out, {name: (parts[name], lg) for name, lg in logits.items()}, precision(device))
     test = logits_record(logits["test"], data["y_test"]) if evaluate_test else {}
     summary = {"role": "teacher", "family": variant, "spec": spec, "params": mspec.params,
                "val_acc": result.best_val_acc, "test_acc": test.get("test_acc"), "best_epoch": result.best_epoch,
