@@ -230,29 +230,40 @@ def test_ensemble_refuses_teachers_from_another_split(tmp_path):
         build_ensemble([{"dir": str(d), "val_acc": 0.5}], 1, {"fingerprint": "this"}, tmp_path / "e", "cpu")
 
 
-def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, monkeypatch):
-    """Each teacher job stores its validation and test logits; the ensemble is built from them
-    without running a member, with the same numbers as running them, and a file that no longer
-    matches (retrained weights, other images) is ignored, not trusted."""
+def tiny_split(tmp_path):
+    """A tiny real dataset on disk, its split and the split's tensors, for teachers to train on."""
     import numpy as np
 
-    from shallowmimic import ensemble
-    from shallowmimic.checkpoint import BEST
     from shallowmimic.data import load_dataset
-    from shallowmimic.ensemble import build_ensemble, find_teachers
-    from shallowmimic.logits import LOGITS, stored_logits
-    from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+    from shallowmimic.teachers import SplitConfig, split_tensors
 
     from .conftest import tiny_arrays
 
     np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=80, n_test=20, size=8, classes=4))
     ds = load_dataset(tmp_path / "d.npz")
     split = SplitConfig(val_size=30, seed=0)
-    data = split_tensors(ds, split, "cpu")
+    return ds, split, split_tensors(ds, split, "cpu")
+
+
+def train_tiny_teacher(out, ds, split, data, seed=0, evaluate_test=True):
+    from shallowmimic.teachers import teacher_config, train_teacher
+
+    train_teacher(ds, out, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16, seed=seed), "cpu",
+                  split, progress=False, data=data, evaluate_test=evaluate_test)
+
+
+def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, monkeypatch):
+    """Each teacher job stores its validation and test logits; the ensemble is built from them
+    without running a member, with the same numbers as running them, and a file that no longer
+    matches (retrained weights, other images) is ignored, not trusted."""
+    from shallowmimic import ensemble
+    from shallowmimic.checkpoint import BEST
+    from shallowmimic.ensemble import build_ensemble, find_teachers
+    from shallowmimic.logits import LOGITS, stored_logits
+
+    ds, split, data = tiny_split(tmp_path)
     for seed in (0, 1):
-        cfg = teacher_config("fast", epochs=1, batch_size=16, seed=seed)
-        train_teacher(ds, tmp_path / "teachers" / f"t{seed}", "fast", "4c-mp-8fc", cfg, "cpu", split,
-                      progress=False, data=data)
+        train_tiny_teacher(tmp_path / "teachers" / f"t{seed}", ds, split, data, seed)
     teachers = find_teachers([tmp_path / "teachers"])
     assert all((tmp_path / "teachers" / f"t{s}" / LOGITS).exists() for s in (0, 1))
 
@@ -271,8 +282,7 @@ def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, m
 
     t0 = tmp_path / "teachers" / "t0"
     # the finished teacher's run resumes to its end and stores its logits again
-    train_teacher(ds, t0, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16, seed=0), "cpu",
-                  split, progress=False, data=data)
+    train_tiny_teacher(t0, ds, split, data)
     here = precision(torch.device("cpu"))
     assert stored_logits(t0, "test", data["x_test"], here) is not None
     assert stored_logits(t0, "test", data["x_test"], {"fp32": "bf16", "bf16": "fp32"}[here]) is None
@@ -287,23 +297,13 @@ def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, m
 def test_a_teacher_search_trial_stores_validation_logits_only(tmp_path, monkeypatch):
     """Search trials keep the test set out of sight: their test logits are computed by the
     ensemble, their validation logits read."""
-    import numpy as np
-
     from shallowmimic import ensemble
-    from shallowmimic.data import load_dataset
     from shallowmimic.ensemble import build_ensemble, find_teachers
     from shallowmimic.logits import stored_logits
-    from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
 
-    from .conftest import tiny_arrays
-
-    np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=80, n_test=20, size=8, classes=4))
-    ds = load_dataset(tmp_path / "d.npz")
-    split = SplitConfig(val_size=30, seed=0)
-    data = split_tensors(ds, split, "cpu")
+    ds, split, data = tiny_split(tmp_path)
     t = tmp_path / "trial"
-    train_teacher(ds, t, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16), "cpu", split,
-                  progress=False, data=data, evaluate_test=False)
+    train_tiny_teacher(t, ds, split, data, evaluate_test=False)
     here = precision(torch.device("cpu"))
     assert stored_logits(t, "val", data["x_val"], here) is not None
     assert stored_logits(t, "test", data["x_test"], here) is None
