@@ -9,6 +9,7 @@ import time
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -125,7 +126,12 @@ def worker(data, out, storage, trials, epochs=2):
 
 
 def finish(proc, timeout=300):
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker still running after {timeout} s:\n{out[-3000:]}") from None
     assert proc.returncode == 0, out
     return out
 
@@ -152,8 +158,6 @@ def storage_for(kind, tmp_path):
             pytest.fail(f"CI run without PostgreSQL: {POSTGRES_ENV} is not set")
         pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to run this test")
     name = f"t{os.getpid()}_{int(time.time() * 1000)}"
-    import sqlalchemy
-
     engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as c:
         c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
@@ -180,13 +184,20 @@ def test_killed_worker_trial_is_failed_and_study_completes(tmp_path, tiny_npz):
     deadline = time.time() + 120
     victim_trial = None
     def victims_trial():
+        # A victim stopped mid-transaction holds SQLite's lock, so the probe gives up fast
+        # ("database is locked") and closes its connection, never leaving one to block the survivor.
+        probe = None
         try:
-            study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=storage)
+            probe = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 1}})
+            study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=probe)
             running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
                        and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
             return running[0].number if running else None
-        except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
+        except (KeyError, optuna.exceptions.StorageInternalError, ValueError, sqlalchemy.exc.OperationalError):
             return None
+        finally:
+            if probe is not None:
+                probe.engine.dispose()
 
     while victim_trial is None and time.time() < deadline:  # wait until the victim is mid-trial
         if victims_trial() is not None:
@@ -204,6 +215,25 @@ def test_killed_worker_trial_is_failed_and_study_completes(tmp_path, tiny_npz):
     states = {t.number: t.state for t in study.get_trials()}
     assert states[victim_trial] == TrialState.FAIL
     assert list(states.values()).count(TrialState.COMPLETE) == 4
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_taken_over(tmp_path):
+    """A worker killed between claiming a trial and its first heartbeat leaves a RUNNING trial
+    with no heartbeat, which Optuna never calls stale: the next worker must still fail it and
+    run the slot itself (this hung the killed-worker test one time in five under load)."""
+    from shallowmimic.jobs import host_id
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = open_study("h", make_storage(storage_url(None, tmp_path), heartbeat=1), "random")
+    orphan = study.ask()  # no heartbeat was ever recorded for it
+    orphan.set_user_attr("worker", f"{host_id()}:{dead.pid}")
+    time.sleep(2.5)  # past the grace period, so Optuna's own check has had its chance
+    optuna.storages.fail_stale_trials(study)
+    assert study.get_trials()[0].state == TrialState.RUNNING  # the gap: Optuna leaves it RUNNING
+    run_worker(study, lambda t: t.suggest_float("x", 0, 1), 1, wait=False, log=lambda s: None)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_user_error_in_a_trial_fails_it_and_repeated_failures_stop_the_worker(tmp_path):

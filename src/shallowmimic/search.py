@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import UserError
-from .jobs import worker_id
+from .jobs import reap, worker_id
 from .spaces import Param
 
 # Heartbeats are "experimental" in Optuna since 2.9 yet stable in practice; say it once, here.
@@ -182,8 +182,9 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                max_any_failed_in_a_row: int = 10, wait: bool = True) -> None:
     """Run trials of `study` until it has `n_trials` completed ones (counting every worker's).
 
-    While the quota is taken by trials still RUNNING elsewhere, wait: if their worker died,
-    its heartbeat goes stale, the trial is failed, and this worker takes over the slot. With
+    While the quota is taken by trials still RUNNING elsewhere, wait: if their worker died
+    (its heartbeat went stale, or its process is gone from this host: `jobs.reap`), the trial
+    is failed and this worker takes over the slot. With
     `wait=False`, return instead (to take trials of another study meanwhile).
     A trial raising one of `failures` is failed (its reason kept) and the worker goes on,
     unless `max_failed_in_a_row` of its trials failed in a row with errors that
@@ -213,7 +214,9 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         return value
 
     while True:
-        optuna.storages.fail_stale_trials(study)
+        # Not only Optuna's stale heartbeats: a worker killed before its first heartbeat landed
+        # leaves a RUNNING trial that would never go stale, and the study would wait forever.
+        reap(study)
         c = counts(study)
         if c[TrialState.COMPLETE] >= n_trials:
             return
