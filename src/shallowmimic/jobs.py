@@ -103,10 +103,11 @@ def _grace(study: optuna.Study) -> float:
 
 
 def reap(study: optuna.Study) -> None:
-    """Fail the RUNNING jobs whose worker is gone, so that they are enqueued again: a stale
-    heartbeat (Optuna's check), a worker process on this host (and pid namespace) that no
-    longer exists (no need to wait for its heartbeat to go stale), and a trial popped by a worker
-    killed before its heartbeat started (it would otherwise never go stale)."""
+    """Fail the RUNNING trials (jobs, and search trials: `search.run_worker`) whose worker is
+    gone, so that their job is enqueued again or their slot taken: a stale heartbeat (Optuna's
+    check), a worker process on this host (and pid namespace) that no longer exists (no need to
+    wait for its heartbeat to go stale, and the only sign of a worker killed before its first
+    heartbeat), and a trial popped by a worker killed before it named itself."""
     optuna.storages.fail_stale_trials(study)
     storage, grace = study._storage, _grace(study)
     host, now = host_id(), datetime.now()

@@ -184,8 +184,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
 
     While the quota is taken by trials still RUNNING elsewhere, wait: if their worker died
     (its heartbeat went stale, or its process is gone from this host: `jobs.reap`), the trial
-    is failed and this worker takes over the slot. With
-    `wait=False`, return instead (to take trials of another study meanwhile).
+    is failed and this worker takes over the slot. With `wait=False`, return instead (to take
+    trials of another study meanwhile).
     A trial raising one of `failures` is failed (its reason kept) and the worker goes on,
     unless `max_failed_in_a_row` of its trials failed in a row with errors that
     `counts_toward_stop` (e.g. settings errors, not divergence), or `max_any_failed_in_a_row`
