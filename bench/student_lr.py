@@ -23,7 +23,7 @@ from shallowmimic.budget import parse_budget
 from shallowmimic.data import load_dataset
 from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.io import read_json, write_json
-from shallowmimic.pipeline import student_train_config
+from shallowmimic.planning import student_train_config
 from shallowmimic.students import StudentSetting, train_student
 from shallowmimic.study import load_study
 from shallowmimic.teachers import split_tensors

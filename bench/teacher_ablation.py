@@ -20,9 +20,9 @@ from shallowmimic.bench import TEACHER_COLUMNS, format_table
 from shallowmimic.data import load_dataset
 from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.families import TEACHERS
+from shallowmimic.layout import METRICS
 from shallowmimic.models import load_model
 from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
-from shallowmimic.train import METRICS
 
 FAST = TEACHERS["fast"]
 ABLATIONS = {

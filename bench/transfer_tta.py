@@ -22,7 +22,7 @@ from shallowmimic.device import configure_threads, machine_reference, resolve_de
 from shallowmimic.ensemble import Ensemble, read_manifest
 from shallowmimic.io import read_json
 from shallowmimic.models import load_model
-from shallowmimic.pipeline import student_train_config
+from shallowmimic.planning import student_train_config
 from shallowmimic.students import StudentSetting, train_student
 from shallowmimic.study import StudyConfig
 from shallowmimic.teachers import split_tensors

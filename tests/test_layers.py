@@ -7,7 +7,7 @@ from pathlib import Path
 import shallowmimic
 
 LAYERS = [
-    ("base", {"errors", "io", "device", "config", "stats"}),
+    ("base", {"errors", "io", "layout", "device", "config", "stats"}),
     ("data", {"data", "download", "preprocess", "info"}),
     ("augment", {"augment", "preview"}),
     ("models", {"arch", "budget", "families", "spaces", "checkpoint", "models", "flops"}),
@@ -18,7 +18,7 @@ LAYERS = [
     ("students", {"students"}),
     ("deploy", {"export", "inference"}),
     ("report", {"paper", "results", "findings", "frontier", "figure", "report"}),
-    ("study", {"study", "tuning", "pipeline"}),
+    ("study", {"study", "tuning", "planning", "cost", "status", "pipeline"}),
     ("interface", {"cli", "launch", "report_arch", "bench", "__main__", "__init__"}),
 ]
 LEVEL = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}

@@ -137,9 +137,9 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
 
     from .arch import TTA_MODES, with_tta
     from .batches import evaluate
+    from .layout import METRICS
     from .models import load_model
     from .teachers import SplitConfig, split_tensors, teacher_config, train_teacher
-    from .train import METRICS
 
     data = split_tensors(ds, SplitConfig(), device)
     rows = []

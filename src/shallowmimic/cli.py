@@ -474,8 +474,11 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--no-report", is_flag=True,
               help="Stop after run.json and leave the report to another worker (`--workers N` gives it to "
                    "worker 0) or to `shallowmimic report`.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (every stage and job, its counted FLOPs, the total) and a time estimate "
+                   "from a few seconds' calibration; train and write nothing.")
 def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retry_failed, no_progress, workers,
-            no_report):
+            no_report, dry_run):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
     Re-running the same command resumes; finished work is skipped. Several runs of one study
     (this command started again, or --workers N) divide its jobs between them."""
@@ -485,16 +488,45 @@ def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retr
     ov = list(overrides) + ([f'device="{device}"'] if device else []) + \
         ([f'precision="{precision}"'] if precision else []) + (["compile=true"] if compile_ else [])
     cfg = load_study(preset, ov)  # a bad config fails here, once, not in every worker
+    if workers < 1:
+        raise UserError(f"--workers {workers}: expected 1 or more")
+    from .pipeline import dry_run as plan_only
+
+    if dry_run:
+        plan_only(cfg, out, data_path, workers)
+        return
     if workers != 1:
         from .launch import launch
 
         if retry_failed:
             raise UserError("--retry-failed with --workers: run it once with one worker first")
+        plan_only(cfg, out, data_path, workers, starting=True)
         args = ["--preset", preset, "--out", str(out), "--no-progress", *(a for o in ov for a in ("--set", o))]
         launch(args + (["--data", str(data_path)] if data_path else []), workers, out, cfg.device, echo=click.echo,
                report=not no_report)
         return
     run_study(cfg, out, data_path, progress=not no_progress, retry_failed=retry_failed, report=not no_report)
+
+
+@main.command("status")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--watch", type=float, default=0.0, metavar="SECONDS",
+              help="Print again every SECONDS until the study has finished (0: once).")
+def status_cmd(directory, watch):
+    """Where a study is, running or finished: jobs done per stage, each worker's job and epoch,
+    counted FLOPs done, elapsed time and ETA. Reads the study directory; never joins the study."""
+    import time
+
+    from .status import study_status
+
+    if watch < 0:
+        raise UserError(f"--watch {watch}: expected 0 or more seconds")
+    while True:
+        status = study_status(directory)
+        click.echo("\n".join(status.lines()))
+        if not watch or status.finished:
+            return
+        time.sleep(watch)
 
 
 @main.command("report")

@@ -56,9 +56,18 @@ def load_deployable(directory: Path) -> tuple[Deployable, dict]:
     return Deployable(net.float()).eval(), meta
 
 
-def default_path(directory: Path) -> Path:
+def default_path(directory: Path, ensemble: bool | None = None) -> Path:
+    """Where a model's export lies; `ensemble`: whether DIRECTORY is an ensemble's (None: its
+    manifest says, which a plan made before the ensemble exists cannot ask)."""
     directory = Path(directory)
-    return directory / ("ensemble.onnx" if (directory / ENSEMBLE_MANIFEST).exists() else "model.onnx")
+    if ensemble is None:
+        ensemble = (directory / ENSEMBLE_MANIFEST).exists()
+    return directory / ("ensemble.onnx" if ensemble else "model.onnx")
+
+
+def failure_path(onnx: Path) -> Path:
+    """Where a failed check of an export is recorded: beside the file, `<file>.failed.json`."""
+    return Path(onnx).with_name(Path(onnx).name + ".failed.json")
 
 
 def check_path(onnx: Path) -> Path:

@@ -22,7 +22,16 @@ import torch
 
 from .device import machine_reference
 from .errors import UserError
-from .export import check_path, default_path, export_onnx, load_deployable, session, stored_check, weights_digest
+from .export import (
+    check_path,
+    default_path,
+    export_onnx,
+    failure_path,
+    load_deployable,
+    session,
+    stored_check,
+    weights_digest,
+)
 from .flops import inference_flops_per_image
 from .io import atomic_path, read_json, write_json
 
@@ -73,7 +82,7 @@ class Export:
 
     @property
     def marker(self) -> Path:
-        return self.dir.with_name(self.dir.name + ".failed.json")
+        return failure_path(self.dir)
 
     def done(self) -> bool:
         return stored_check(self.model) is not None or self.failure() is not None

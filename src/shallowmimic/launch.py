@@ -8,12 +8,14 @@ otherwise the CPU threads are divided between them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .errors import UserError
+from .layout import WORKERS_ENV
 
 
 def worker_envs(n: int, gpus: list[str], cores: int, threads: str = "") -> list[dict[str, str]]:
@@ -21,7 +23,7 @@ def worker_envs(n: int, gpus: list[str], cores: int, threads: str = "") -> list[
     threads (unless SHALLOWMIMIC_THREADS is set already)."""
     envs = []
     for k in range(n):
-        env = {"SHALLOWMIMIC_THREADS": threads or str(max(1, cores // n))}
+        env = {"SHALLOWMIMIC_THREADS": threads or str(max(1, cores // n)), WORKERS_ENV: str(n)}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
         envs.append(env)
@@ -57,6 +59,7 @@ def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=pr
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra}), log))
         where = f"GPU {extra['CUDA_VISIBLE_DEVICES']}" if gpus else f"{extra['SHALLOWMIMIC_THREADS']} CPU thread(s)"
         echo(f"worker {k}: {where}, log {logs / f'worker-{k}.log'}")
+    view = LiveView(Path(out), echo)
     try:
         while any(p.poll() is None for p, _ in procs):
             failed = [k for k, (p, _) in enumerate(procs) if p.poll()]
@@ -67,8 +70,10 @@ def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=pr
                 for p, _ in procs:
                     p.wait()
                 break
+            view.show()
             time.sleep(1)
     finally:
+        view.close()
         for _, log in procs:
             log.close()
     failed = [k for k, (p, _) in enumerate(procs) if p.returncode]
@@ -81,3 +86,41 @@ def launch(run_args: list[str], n: int, out: Path, device: str = "auto", echo=pr
 
     per_worker = read_json(Path(out) / "run.json", "no run.json").get("jobs_per_worker", {})
     echo("jobs per worker: " + ", ".join(f"{w} {n}" for w, n in sorted(per_worker.items())))
+
+
+class LiveView:
+    """The study's status (status.py) while the workers run: redrawn in place every few seconds
+    on a terminal; elsewhere (a log, a pipe) printed when a job finishes, at most once a minute."""
+
+    def __init__(self, out: Path, echo=print, every: float = 5.0):
+        self.out, self.echo, self.every = out, echo, every
+        self.tty = sys.stdout.isatty()
+        self.shown, self.last, self.key = 0, 0.0, None
+
+    def show(self) -> None:
+        from .status import study_status
+
+        now = time.monotonic()
+        if now - self.last < (self.every if self.tty else 60.0):
+            return
+        try:
+            status = study_status(self.out)
+        except Exception:  # noqa: BLE001 (no plan.json yet, or one being replaced: the view waits; the workers go on)
+            return
+        key = tuple(status.stages.items())
+        if not self.tty and key == self.key:
+            return
+        self.last, self.key = now, key
+        lines = status.lines()
+        if self.tty:  # a line wider than the terminal would wrap and spoil the redraw
+            width = shutil.get_terminal_size().columns
+            lines = [line[: width - 1] for line in lines]
+        if self.tty and self.shown:
+            sys.stdout.write(f"\x1b[{self.shown}F\x1b[J")  # back to the view's first line, clear below
+        self.echo("\n".join(lines))
+        self.shown = len(lines)
+
+    def close(self) -> None:
+        self.last = 0.0
+        self.key = None
+        self.show()

@@ -18,6 +18,7 @@ setting affects.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,9 +27,9 @@ import click
 import torch
 
 from .arch import with_tta
-from .budget import format_budget, parse_budget
 from .checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
 from .config import config_hash, from_dict
+from .cost import Plan, format_plan, plan_cost, shape_of, teacher_spec, with_estimate
 from .data import load_dataset
 from .device import StageClock, machine_reference, precision, resolve_device, set_compile, set_precision
 from .download import resolve_data_path
@@ -39,82 +40,28 @@ from .inference import CSV_NAME as INFERENCE_CSV
 from .inference import Export, measure_study
 from .io import provenance, read_json, write_json
 from .jobs import JobQueue, open_queue
+from .layout import PLAN_JSON, RUN_JSON, WORKERS_ENV, queue_name
 from .models import load_model
+from .planning import (
+    FAILED,
+    INFERENCE_NOTES,
+    SEARCH_JSON,
+    Job,
+    largest_first,
+    overview,
+    plan,
+)
+from .preprocess import make_split
 from .report import build_report
 from .results import TOP
 from .search import make_storage, storage_url
+from .status import flops_done
 from .students import StudentSetting, add_test_accuracy, train_student
 from .study import StudyConfig, deviations
 from .teachers import split_tensors, teacher_config, train_teacher
 from .train import Diverged, TrainConfig
-from .transfer import MANIFEST as TRANSFER_MANIFEST
 from .transfer import TransferConfig, generate, shard_name
 from .tuning import SearchConfig, study_summary, tune_students, tune_teachers
-
-RUN_JSON = "run.json"
-FAILED = "failed.json"
-SEARCH_JSON = "search.json"  # a finished study's summary, in its trials directory
-INFERENCE_NOTES = "inference.json"  # the inference stage's outcome, in out/inference/<hash>/
-
-
-@dataclass(frozen=True)
-class Job:
-    stage: str
-    name: str
-    dir: Path
-    params: dict  # what the job depends on (hashed into dir)
-
-    def done(self) -> bool:
-        """Finished, or failed in a way a re-run would only repeat (a diverged student)."""
-        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST, "search": SEARCH_JSON,
-                  "inference": INFERENCE_NOTES}.get(self.stage, "result.json")
-        return (self.dir / marker).exists() or (self.dir / FAILED).exists()
-
-    def started(self) -> bool:
-        return self.dir.exists() and any(self.dir.iterdir())
-
-
-def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
-    """Every job of the study with its directory, derived from the config alone."""
-    t, search = cfg.teachers, cfg.search
-    teachers = []
-    if search.teacher_trials:
-        p = {"data": data_id, "epochs": t.epochs, "trials": search.teacher_trials, "sampler": search.sampler,
-             "startup": search.startup, "seed": search.seed}
-        name = f"teachers-{config_hash(p)}"
-        teachers.append(Job("search", f"teacher study ({search.teacher_trials} trials)", out / "trials" / name, p))
-    for i in range(0 if search.teacher_trials else t.count):
-        p = {"data": data_id, "variant": t.variant, "spec": t.specs[i % len(t.specs)] if t.specs else "",
-             "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i,
-             **({"label_smoothing": t.label_smoothing} if t.label_smoothing >= 0 else {})}
-        teachers.append(Job("teacher", f"teacher {i}", out / "teachers" / f"t{i:02d}-{config_hash(p)}", p))
-    ens_p = {"k": cfg.ensemble.k, "teachers": [j.dir.name for j in teachers]}
-    ensemble = Job("ensemble", f"ensemble of {cfg.ensemble.k}", out / "ensemble" / config_hash(ens_p), ens_p)
-    tr_p = {**asdict(cfg.transfer), "ensemble": ensemble.dir.name}
-    transfer = Job("transfer", f"transfer set ({cfg.transfer.epochs} epochs)",
-                   out / "transfer" / config_hash(tr_p), tr_p)
-    s = cfg.students
-    settings = [(f, b, loss) for loss in s.losses for b in s.budgets for f in s.families]
-    settings += [(f, b, "hard") for b in s.hard_budgets for f in s.hard_families or s.families
-                 if (f, b, "hard") not in settings]
-    students = []
-    for fam, budget, loss in settings:
-        if search.student_trials:
-            p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
-                 "train": asdict(student_train_config(cfg, loss, 0)), "trials": search.student_trials,
-                 "sampler": search.sampler, "startup": search.startup, "seed": search.seed}
-            name = f"students-{fam}-{format_budget(parse_budget(budget))}-{loss}-{config_hash(p)}"
-            students.append(Job("search", f"{fam}@{budget} {loss} study", out / "trials" / name, p))
-            continue
-        for r in range(s.models_per_setting(loss)):
-            free = s.free_widths(fam, parse_budget(budget))
-            p = {"transfer": transfer.dir.name, "family": fam, "budget": parse_budget(budget), "loss": loss,
-                 "train": asdict(student_train_config(cfg, loss, r)),
-                 "init_scale": s.init_scale, "input_scale": s.input_scale,
-                 **({"free": list(free)} if free else {})}  # absent when mid-range: keeps older runs' keys
-            name = f"{fam}-{format_budget(parse_budget(budget))}-{loss}-r{r}"
-            students.append(Job("student", name, out / "students" / f"{name}-{config_hash(p)}", p))
-    return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
 
 
 def _same_study(recorded: dict | None, cfg: StudyConfig) -> bool:
@@ -129,35 +76,6 @@ def _same_study(recorded: dict | None, cfg: StudyConfig) -> bool:
     return replace(previous, inference=cfg.inference) == cfg
 
 
-def student_setting(params: dict) -> StudentSetting:
-    """The student a fixed-setting job trains, from its job parameters."""
-    return StudentSetting(params["family"], params["budget"], params["loss"], tuple(params.get("free", ())),
-                          params["init_scale"], params["input_scale"])
-
-
-def largest_first(students: list[Job], size: int, classes: int) -> list[Job]:
-    """Fixed student jobs in the order workers take them: most training FLOPs first, so that
-    the jobs left when workers run out are the short ones and none trains a big student alone
-    at the end (longest first is the classic rule for dividing jobs between workers)."""
-    return sorted(students, key=lambda j: -student_setting(j.params).train_flops(size, classes))
-
-
-def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfig:
-    s = cfg.students
-    return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr[loss], momentum=s.momentum,
-                       schedule=s.schedule, loss=loss, seed=s.seed + repeat, weight_decay=0.0,
-                       grad_clip=s.grad_clip[loss], val_every=s.val_every)
-
-
-def overview(jobs: dict[str, list[Job]]) -> str:
-    lines = []
-    for stage, js in jobs.items():
-        done = sum(j.done() for j in js)
-        partial = sum(j.started() and not j.done() for j in js)
-        lines.append(f"  {stage:<9} {done:>3}/{len(js)} done" + (f", {partial} to resume" if partial else ""))
-    return "\n".join(lines)
-
-
 def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True, echo=click.echo,
               retry_failed: bool = False, report: bool = True) -> dict:
     t_start = time.perf_counter()
@@ -168,15 +86,19 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     set_compile(cfg.compile)
     reference = machine_reference(device)
     data = split_tensors(ds, cfg.data, device)
-    data_id = {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(cfg.data),
-               "fingerprint": data["fingerprint"]}
-    jobs = plan(cfg, out, data_id)
+    jobs = plan(cfg, out, data_identity(ds, cfg.data, data["fingerprint"]))
     if retry_failed:
         _forget_failures(jobs, out, echo)
     previous = _read_run(out)
     pending = any(not j.done() for js in jobs.values() for j in js)
     echo(f"study '{cfg.name}' in {out} on {device}, {precision(device)} ({ds.source}); "
          f"machine reference {reference:,.0f} GFLOP/s (fp32 matmul)\n{overview(jobs)}")
+    costs = cost_of(cfg, out, jobs, ds, device, int(os.environ.get(WORKERS_ENV) or 1))
+    echo(format_plan(costs))
+    record = costs.to_dict(out)
+    started = time.time()
+    write_json(out / PLAN_JSON, {"config": asdict(cfg), "started": started, "plan": record,
+                                 "flops_done_at_start": flops_done(out, record["jobs"], started)})
 
     # Every `run` on this directory is a worker; each job below is done by exactly one of them.
     queue = job_queue(cfg, out, echo)
@@ -222,7 +144,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
            "deviations": deviations(cfg), "machine_reference_gflops": round(reference, 1),
            "precision": precision(device), "threads": torch.get_num_threads(),
            "jobs_per_worker": queue.jobs_per_worker(),
-           "stages": clock.stages,
+           "stages": clock.stages, "plan": costs.to_dict(out),
            "provenance": provenance()}
     write_json(out / RUN_JSON, run)
     stages = f"  stages of this invocation, minutes (GFLOP/s after each): {clock.line()}"
@@ -236,10 +158,48 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     return written
 
 
+def data_identity(ds, split, fingerprint: str) -> dict:
+    return {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(split), "fingerprint": fingerprint}
+
+
+def cost_of(cfg: StudyConfig, out: Path, jobs: dict[str, list[Job]], ds, device, workers: int,
+            timed: bool = True) -> Plan:
+    """The study's counted cost (cost.py), with a time estimate from a few seconds' calibration."""
+    costs = plan_cost(cfg, jobs, shape_of(ds, cfg.data), out)
+    if not timed:
+        return costs
+    shape = shape_of(ds, cfg.data)
+    # calibrated on the study's own models: a search on the middle of its space
+    teachers = [teacher_spec(j.params if j.stage == "teacher" else {"variant": "paper"}, shape, cfg.teachers.variant)
+                for j in jobs["teachers"]]
+    students = [StudentSetting.from_params(j.params) if j.stage == "student" else
+                StudentSetting(j.params["family"], j.params["budget"], j.params["loss"]) for j in jobs["students"]]
+    student = max(students, key=lambda s: s.train_flops(shape.size, shape.classes), default=None)
+    return with_estimate(costs, teachers[0] if teachers else None,
+                         student.model_spec(shape.size, shape.classes) if student else None, device, workers)
+
+
+def dry_run(cfg: StudyConfig, out: Path, data_path=None, workers: int = 1, echo=click.echo,
+            starting: bool = False) -> Plan:
+    """`run --dry-run`: the resolved plan, its counted FLOPs and a time estimate; nothing is
+    trained and nothing written (not even the study directory). `starting`: the same, printed
+    by `run --workers N` before it starts them."""
+    ds = load_dataset(resolve_data_path(data_path, download=False))  # a dry run downloads nothing
+    device = resolve_device(cfg.device)
+    set_precision(cfg.precision)
+    split = make_split(len(ds.x_train), cfg.data.val_size, cfg.data.seed)
+    jobs = plan(cfg, Path(out), data_identity(ds, cfg.data, split.fingerprint()))
+    # the launcher itself keeps no GPU context: its workers print their own estimates
+    costs = cost_of(cfg, Path(out), jobs, ds, device, workers, timed=not (starting and device.type == "cuda"))
+    what = f"starting {workers} workers" if starting else "plan only: nothing is trained or written"
+    echo(f"study '{cfg.name}' -> {out} on {device}, {precision(device)} ({ds.source}); {what}\n{format_plan(costs)}")
+    return costs
+
+
 def job_queue(cfg: StudyConfig, out: Path, echo=click.echo) -> JobQueue:
     """The study's job queue, in the searches' storage (search.storage, else RUN/studies.db)."""
     storage = make_storage(storage_url(cfg.search.storage or None, out), cfg.search.heartbeat)
-    return JobQueue(open_queue(storage, f"jobs:{Path(out).resolve()}"), out, log=echo)
+    return JobQueue(open_queue(storage, queue_name(out)), out, log=echo)
 
 
 def _search_config(cfg: StudyConfig, trials: int) -> SearchConfig:
@@ -357,8 +317,8 @@ def _students_stage(cfg, jobs: list[Job], ds, out: Path, transfer_dir: Path, dev
     def train(job: Job) -> None:
         echo(f"student {jobs.index(job) + 1}/{len(jobs)}: {job.name}")
         try:
-            train_student(ds, transfer_dir, student_setting(job.params), TrainConfig(**job.params["train"]), job.dir,
-                          device, cfg.data, progress=progress, data=data)
+            train_student(ds, transfer_dir, StudentSetting.from_params(job.params), TrainConfig(**job.params["train"]),
+                          job.dir, device, cfg.data, progress=progress, data=data)
         except Diverged as e:  # one bad student must not sink the study; the report lists it
             write_json(job.dir / FAILED, {"job": job.name, "reason": str(e)})
             echo(f"  failed: {e}")

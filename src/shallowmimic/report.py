@@ -102,6 +102,7 @@ def build_report(out: Path, run: dict) -> dict:
     md += _table(["student", "budget", "hard labels", "mimic", "compression gap", "paper @10M hard / mimic / gap"],
                  h_rows) + [""]
     md += _search_section(out, run.get("searches") or [])
+    md += compute_section(run)
     cost = out.parent / "inference.csv"  # beside run.json
     if cost.exists():
         md += inference_section(out, read_inference(cost),
@@ -155,6 +156,35 @@ def _search_section(out: Path, searches: list[dict]) -> list[str]:
     md += _table(["study", "sampler", "completed", "failed", "best val error", "best parameters"], rows)
     search_plot(out, searches)
     return md + ["", "![validation error over trials](search.png)", ""]
+
+
+def compute_section(run: dict) -> list[str]:
+    """Each stage's counted compute (the plan's FLOPs) beside its measured wall time and the
+    machine's reference figure after it (of the invocation that wrote this run record)."""
+    plan = run.get("plan")
+    if not plan:
+        return []
+    walls = {s["stage"]: s for s in run.get("stages", [])}
+    rows = []
+    for stage, v in plan["stages"].items():
+        w = walls.get(stage, {})
+        wall = f"{w['wall_s'] / 60:.1f}" if w else ""
+        rows.append([stage, str(v["jobs"]), f"{v['flops'] / 1e12:,.2f}", wall,
+                     f"{w['reference_gflops']:,.0f}" if w else ""])
+    rows.append(["**total**", str(sum(v["jobs"] for v in plan["stages"].values())),
+                 f"**{plan['total_flops'] / 1e12:,.1f}**", f"{run.get('wall_s', 0) / 60:.1f}", ""])
+    est = plan.get("estimate") or {}
+    md = ["## Compute", "",
+          "FLOPs counted by PyTorch's FlopCounterMode on each job's model (training: forward + backward per "
+          "image x images x epochs; labelling: the ensemble's forward passes; evaluation: validation, test, "
+          f"ONNX checks and timing). Precision {run.get('precision', '?')}, {run.get('threads', '?')} thread(s) "
+          "per worker; wall times are this record's invocation's (a resumed stage shows only its last part), "
+          "each with the machine reference (fp32 matmul GFLOP/s) measured just after the stage.", ""]
+    md += _table(["stage", "jobs", "counted TFLOP", "wall min", "reference GFLOP/s"], rows)
+    if est:
+        md += ["", f"Estimated before the run (from a {est.get('calibration_s', 0):.0f}-second calibration, "
+               f"{est.get('workers', 1)} worker(s)): {est.get('total_s', 0) / 60:.1f} min."]
+    return md + [""]
 
 
 def _html(text: str, title: str) -> str:

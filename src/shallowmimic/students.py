@@ -39,6 +39,12 @@ class StudentSetting:
         return ModelSpec("student", self.family, self.solved(size, classes).spec,
                          BuildOptions(init_scale=self.init_scale, input_scale=self.input_scale), 3, size, classes)
 
+    @classmethod
+    def from_params(cls, params: dict) -> StudentSetting:
+        """The student a fixed-setting job of the study trains, from its job parameters."""
+        return cls(params["family"], params["budget"], params["loss"], tuple(params.get("free", ())),
+                   params["init_scale"], params["input_scale"])
+
     def train_flops(self, size: int, classes: int) -> float:
         """FLOPs of one training step per image: what orders students largest first."""
         return train_flops_per_image(self.model_spec(size, classes).build(), 3, size)

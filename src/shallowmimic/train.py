@@ -34,10 +34,11 @@ from .config import to_dict
 from .device import autocast, compiled, memory_format
 from .errors import UserError
 from .io import atomic_path, provenance
+from .layout import METRICS, PROGRESS
 from .losses import make_loss
 from .schedule import Plateau, linear_lr, triangle_lr
 
-METRICS = "metrics.jsonl"
+PROGRESS_EVERY_S = 15.0  # how often a training notes where it is (layout.PROGRESS), for `status`
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
         loss_sum = torch.zeros((), device=device)
         clipped = torch.zeros((), device=device)  # steps whose gradient norm exceeded grad_clip
         n_images = 0
+        last_note = _note_progress(out, epoch, 0, steps, cfg.epochs)
         inner = tqdm(batches.epoch(epoch), total=steps, leave=False, disable=not progress,
                      desc=f"epoch {epoch + 1}", dynamic_ncols=True)
         for i, (x, y, z) in enumerate(inner):
@@ -155,6 +157,8 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
                 lookahead.step((step + 1) / total_steps)
             loss_sum += loss.detach()
             n_images += len(x)
+            if time.perf_counter() - last_note > PROGRESS_EVERY_S:
+                last_note = _note_progress(out, epoch, i, steps, cfg.epochs)
             if i % 50 == 0 or i == steps - 1:
                 value = loss.item()
                 if not math.isfinite(value) or value > cfg.max_loss:
@@ -278,6 +282,14 @@ def _finish(model, out: Path, state: dict, device) -> TrainResult:
         stopped=state["stopped"] or "epoch cap", wall_s=wall,
         images_per_s=state["images"] / wall if wall else 0.0, history=state["history"],
     )
+
+
+def _note_progress(out: Path, epoch: int, step: int, steps: int, epochs: int) -> float:
+    """Record where training is (read by `status` from another process); returns the time."""
+    with atomic_path(out / PROGRESS) as tmp:
+        tmp.write_text(json.dumps({"epoch": epoch + 1, "epochs": epochs, "step": step, "steps": steps,
+                                   "time": time.time()}))
+    return time.perf_counter()
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
