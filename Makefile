@@ -8,8 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 OUT ?= runs/quick
-# Two cooperating workers (docs/SCALING.md): on a 2-core CPU, two workers of one thread each ran
-# the quick study in 26.7-34.2 min where one worker of two threads took 35.1-36.5 (docs/results/quick-cpu.md).
+# Two cooperating workers (docs/SCALING.md): on a 2-core CPU two workers of one thread each beat
+# one worker of two threads (docs/results/quick-cpu.md: 26.7-34.2 against 35.1-36.5 min, earlier preset).
 WORKERS ?= 2
 BIN := $(VENV)/bin
 

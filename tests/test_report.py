@@ -100,8 +100,8 @@ def test_quick_preset_names_its_deviations():
 
     text = " | ".join(deviations(load_study("quick")))
     for needle in ("batch norm", "label smoothing", "triangular schedule", "no teacher search", "3 teachers",
-                   "8 epochs of 16000 images", "linear schedule", "gradient-norm clipping for mimic",
-                   "budgets 50k, 150k"):
+                   "8 epochs of 20000 images", "linear schedule", "gradient-norm clipping for mimic",
+                   "budgets 100k, 300k"):
         assert needle in text, needle
     assert "averaged over test-time augmentations" not in text  # the quick ensemble labels each image once
     flip = " | ".join(deviations(quick(['transfer.tta="flip"'])))
