@@ -80,7 +80,7 @@ def test_a_failing_job_stops_every_worker_and_runs_once(tmp_path):
 def test_worker_environments_divide_gpus_and_threads():
     from shallowmimic.launch import worker_envs
 
-    assert worker_envs(2, [], 16) == [{"SHALLOWMIMIC_THREADS": "8"}] * 2
+    assert worker_envs(2, [], 16) == [{"SHALLOWMIMIC_THREADS": "8", "SHALLOWMIMIC_WORKERS": "2"}] * 2
     assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(3, ["4", "5"], 16)] == ["4", "5", "4"]
     assert worker_envs(4, [], 2)[0]["SHALLOWMIMIC_THREADS"] == "1"
     assert worker_envs(2, [], 16, threads="3")[1]["SHALLOWMIMIC_THREADS"] == "3"  # the user's choice wins
