@@ -105,6 +105,11 @@ def _model_flops(spec: ModelSpec, tta: str | None) -> tuple[float, float]:
     return train, inference_flops_per_image(net, torch.zeros(2, spec.channels, spec.size, spec.size))
 
 
+def train_flops(spec: ModelSpec) -> float:
+    """Training FLOPs per image of a model (counted once per architecture, as the plan counts them)."""
+    return _model_flops(spec, None)[0]
+
+
 def teacher_spec(params: dict, shape: Shape, variant: str) -> ModelSpec:
     v = get_teacher(params.get("variant", variant))
     return ModelSpec("teacher", v.name, params.get("spec") or v.default_spec, v.options, shape.channels,

@@ -29,7 +29,7 @@ import torch
 from .arch import with_tta
 from .checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
 from .config import config_hash, from_dict
-from .cost import Plan, format_plan, plan_cost, shape_of, teacher_spec, with_estimate
+from .cost import Plan, format_plan, plan_cost, shape_of, teacher_spec, train_flops, with_estimate
 from .data import load_dataset
 from .device import StageClock, machine_reference, precision, resolve_device, set_compile, set_precision
 from .download import resolve_data_path
@@ -165,18 +165,17 @@ def data_identity(ds, split, fingerprint: str) -> dict:
 def cost_of(cfg: StudyConfig, out: Path, jobs: dict[str, list[Job]], ds, device, workers: int,
             timed: bool = True) -> Plan:
     """The study's counted cost (cost.py), with a time estimate from a few seconds' calibration."""
-    costs = plan_cost(cfg, jobs, shape_of(ds, cfg.data), out)
+    shape = shape_of(ds, cfg.data)
+    costs = plan_cost(cfg, jobs, shape, out)
     if not timed:
         return costs
-    shape = shape_of(ds, cfg.data)
     # calibrated on the study's own models: a search on the middle of its space
     teachers = [teacher_spec(j.params if j.stage == "teacher" else {"variant": "paper"}, shape, cfg.teachers.variant)
                 for j in jobs["teachers"]]
     students = [StudentSetting.from_params(j.params) if j.stage == "student" else
                 StudentSetting(j.params["family"], j.params["budget"], j.params["loss"]) for j in jobs["students"]]
-    student = max(students, key=lambda s: s.train_flops(shape.size, shape.classes), default=None)
-    return with_estimate(costs, teachers[0] if teachers else None,
-                         student.model_spec(shape.size, shape.classes) if student else None, device, workers)
+    student = max((s.model_spec(shape.size, shape.classes) for s in students), key=train_flops, default=None)
+    return with_estimate(costs, teachers[0] if teachers else None, student, device, workers)
 
 
 def dry_run(cfg: StudyConfig, out: Path, data_path=None, workers: int = 1, echo=click.echo,
