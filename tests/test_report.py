@@ -124,6 +124,8 @@ def test_per_loss_settings_reach_the_students():
     ('transfer.tta="rotate"', "transfer.tta"), ('precision="fp16"', "precision"),
     ("students.grad_clip.hard=true", "expected float"),
     ('students.hard_families=["mlp2"]', "students.hard_families"),
+    ('students.omit=["conv2@1M"]', "students.omit"), ('students.omit=["conv5@100k"]', "students.omit"),
+    ('students.omit=["conv2"]', "students.omit"),
 ])
 def test_new_fields_are_validated(override, message):
     with pytest.raises(UserError, match=message):
@@ -150,6 +152,16 @@ def test_hard_label_twins_only_for_hard_families():
     convs = quick(['students.hard_families=["conv1","conv2","conv3","conv4"]'])
     assert twins(every) == set(every.students.families)
     assert twins(convs) == {"conv1", "conv2", "conv3", "conv4"}
+
+
+def test_omitted_settings_are_not_trained_but_their_hard_twins_are():
+    from shallowmimic.planning import plan
+
+    cfg = quick(['students.omit=["conv2@300k","conv3@0.3M"]', 'students.hard_families=["conv2"]'])
+    names = {j.name for j in plan(cfg, Path("runs/x"), {"d": 1})["students"]}
+    assert not any(n.startswith(("conv2-300k-mimic", "conv3-300k-mimic")) for n in names)
+    assert {"conv2-100k-mimic-r0", "conv4-300k-mimic-r0", "conv2-100k-hard-r0"} <= names
+    assert len(names) == (5 * 2 - 2) * cfg.students.repeats + 1
 
 
 def test_cycled_transfer_epochs_are_a_named_deviation():

@@ -61,7 +61,7 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
     transfer = Job("transfer", f"transfer set ({cfg.transfer.epochs} epochs)",
                    out / "transfer" / config_hash(tr_p), tr_p)
     s = cfg.students
-    settings = [(f, b, loss) for loss in s.losses for b in s.budgets for f in s.families]
+    settings = [(f, b, loss) for loss in s.losses for b in s.budgets for f in s.families if not s.omitted(f, b)]
     settings += [(f, b, "hard") for b in s.hard_budgets for f in s.hard_families or s.families
                  if (f, b, "hard") not in settings]
     students = []

@@ -74,6 +74,9 @@ class StudentsConfig:
     losses: tuple[str, ...] = ("mimic",)
     hard_budgets: tuple[str, ...] = ()  # hard-label twins at these budgets ...
     hard_families: tuple[str, ...] = ()  # ... of these families (empty: every family)
+    # Cells of the families x budgets grid not trained for `losses` ("conv2@300k"); hard-label
+    # twins are chosen by hard_budgets and hard_families alone.
+    omit: tuple[str, ...] = ()
     repeats: int = 1  # models per setting (seeds); the report averages the best 5
     hard_repeats: int = 0  # models per hard-label setting; 0: as many as `repeats`
     epochs: int = 30
@@ -94,6 +97,10 @@ class StudentsConfig:
 
     def models_per_setting(self, loss: str) -> int:
         return self.hard_repeats if loss == "hard" and self.hard_repeats else self.repeats
+
+    def omitted(self, family: str, budget: str) -> bool:
+        return any(k.partition("@")[0] == family and parse_budget(k.partition("@")[2]) == parse_budget(budget)
+                   for k in self.omit)
 
     def free_widths(self, family: str, budget: int) -> tuple:
         for key, free in self.widths.items():
@@ -152,6 +159,7 @@ class StudyConfig:
         for b in self.students.budgets + self.students.hard_budgets:
             parse_budget(b)
         self._check_widths()
+        self._check_omit()
         for loss in self.students.losses:
             if loss not in LOSSES:
                 raise UserError(f"students.losses: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
@@ -180,6 +188,17 @@ class StudyConfig:
                             "the student search (search.student_trials) chooses its own")
         return self
 
+
+    def _check_omit(self) -> None:
+        s = self.students
+        budgets = {parse_budget(b) for b in s.budgets}
+        for key in s.omit:
+            fam, at, b = key.partition("@")
+            if not at or fam not in s.families or parse_budget(b) not in budgets:
+                raise UserError(f"students.omit: {key!r} is not FAMILY@BUDGET of students.families "
+                                f"({', '.join(s.families)}) and students.budgets ({', '.join(s.budgets)})")
+        if not any(not s.omitted(f, b) for f in s.families for b in s.budgets):
+            raise UserError("students.omit leaves no mimic student to train")
 
     def _check_widths(self) -> None:
         s = self.students
