@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from shallowmimic.cli import main
+from shallowmimic.io import current_umask
 
 
 def run(*args):
@@ -86,6 +87,10 @@ def test_smoke_study_writes_the_report(smoke):
     assert len(list(out.glob("students/*/model.onnx"))) == 6 and list(out.glob("ensemble/*/ensemble.onnx"))
     assert (rep / "figure2.png").read_bytes()[:4] == b"\x89PNG" and "## Inference cost" in md
     assert "Fastest model at or above each accuracy level" in md
+    # every file as open() would make it under the umask (a study shared by a group stays readable)
+    mode = 0o666 & ~current_umask()
+    assert {str(p.relative_to(out)): oct(p.stat().st_mode & 0o666) for p in out.rglob("*")
+            if p.is_file() and p.stat().st_mode & 0o666 != mode} == {}
 
 
 def test_rerun_does_no_training(smoke):

@@ -1,0 +1,38 @@
+"""File helpers: atomic writes keep the umask's permissions (issue 21 item 9)."""
+
+import os
+
+import pytest
+
+from shallowmimic.io import atomic_path, current_umask, write_json
+
+
+@pytest.fixture
+def umask():
+    old = os.umask(0o022)
+    os.umask(old)
+
+    def set_mask(mask):
+        os.umask(mask)
+        return mask
+
+    yield set_mask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    assert current_umask() == mask
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"1")
+    for name in ("a.json", "b.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_failed_write_leaves_no_file(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "c.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
