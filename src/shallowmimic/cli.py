@@ -19,6 +19,26 @@ class _Group(click.Group):
             raise click.ClickException(str(e)) from None
 
 
+class _Registry(click.Choice):
+    """The choices of a registry of the library (`module.NAME`), read when click first needs
+    them, so that the CLI keeps one list per concept and `--help` still imports no torch."""
+
+    def __init__(self, module: str, name: str, keys=lambda r: r):
+        self._source = (module, name, keys)
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self):
+        import importlib
+
+        module, name, keys = self._source
+        return tuple(keys(getattr(importlib.import_module(f"shallowmimic.{module}"), name)))
+
+    @choices.setter
+    def choices(self, _):  # click's __init__ assigns; the registry is the source
+        pass
+
+
 def _options(*opts):
     """One decorator applying several click options, in the order given."""
 
@@ -59,13 +79,25 @@ def device_option(f):
         help="Train through torch.compile (pays on GPUs for long runs; compiling takes tens of seconds).",
     )(f)
     f = click.option(
-        "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+        "--precision", type=_Registry("device", "PRECISIONS"), default="auto", show_default=True,
         expose_value=False, callback=_set_precision,
         help="bf16 autocast or float32; auto: bf16 on CUDA and on CPUs with AMX, else fp32.",
     )(f)
     return click.option(
-        "--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."
+        "--device", default="auto", show_default=True, callback=_check_device, help="cpu, cuda, cuda:N or auto."
     )(f)
+
+
+def _check_device(ctx, param, value):
+    """The device name checked while parsing, before any data is loaded."""
+    if value is None:
+        return value
+    from .device import check_device
+
+    try:
+        return check_device(value)
+    except UserError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
 
 
 def _load(data_path):
@@ -167,9 +199,10 @@ def bench_augment_cmd(device, batches, size):
 @click.option("--budget", default=None, help="Parameter budget for --student, e.g. 1M, 3.16M, 300k.")
 @click.option("--widths", default=None,
               help="Free widths (or unit ratios for mlp2..5), comma-separated; default: mid-range.")
-@click.option("--teacher", "variant", default=None, help="Teacher variant (paper, fast): its default spec.")
-@click.option("--size", default=32, show_default=True, help="Input image side.")
-@click.option("--classes", default=10, show_default=True, help="Number of classes.")
+@click.option("--teacher", "variant", type=_Registry("families", "TEACHERS", tuple), default=None,
+              help="Teacher variant: its default spec.")
+@click.option("--size", type=click.IntRange(min=1), default=32, show_default=True, help="Input image side.")
+@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True, help="Number of classes.")
 @click.option("--batchnorm", is_flag=True, help="Count batch-norm parameters too.")
 def arch_cmd(spec, family, budget, widths, variant, size, classes, batchnorm):
     """Print the layer table and parameter count of SPEC (the paper's notation, e.g.
@@ -198,10 +231,10 @@ def arch_cmd(spec, family, budget, widths, variant, size, classes, batchnorm):
 
 
 split_options = _options(
-    click.option("--val-size", type=int, default=10_000, show_default=True,
+    click.option("--val-size", type=click.IntRange(min=1), default=10_000, show_default=True,
                  help="Validation images split off the training set."),
-    click.option("--train-limit", type=int, default=0, help="Use only N training images (0: all)."),
-    click.option("--val-limit", type=int, default=0, help="Use only N validation images (0: all)."),
+    click.option("--train-limit", type=click.IntRange(min=0), default=0, help="Use only N training images (0: all)."),
+    click.option("--val-limit", type=click.IntRange(min=0), default=0, help="Use only N validation images (0: all)."),
 )
 
 #: Options shared by every command that trains a model.
@@ -210,7 +243,7 @@ train_options = _options(
     click.option("--batch-size", type=int, default=None),
     click.option("--lr", type=float, default=None, help="Peak / initial learning rate."),
     click.option("--momentum", type=float, default=None, help="Nesterov momentum."),
-    click.option("--schedule", type=click.Choice(["plateau", "linear"]), default=None),
+    click.option("--schedule", type=_Registry("schedule", "SCHEDULES"), default=None),
     click.option("--seed", type=int, default=0, show_default=True),
     split_options,
     click.option("--resume", is_flag=True, help="Continue the run in --out."),
@@ -226,7 +259,7 @@ def teacher():
 @teacher.command("train")
 @data_option
 @device_option
-@click.option("--variant", type=click.Choice(["paper", "fast"]), default="fast", show_default=True,
+@click.option("--variant", type=_Registry("families", "TEACHERS", tuple), default="fast", show_default=True,
               help="Teacher variant: its layers' options and training defaults.")
 @click.option("--arch", "spec", default=None, help="Architecture spec (default: the variant's).")
 @click.option("--scales", default=None, help="Four width scales C1,C2,C3,H in [0,1] (paper ranges).")
@@ -418,7 +451,7 @@ def student():
 @click.option("--family", required=True, help="mlp1..mlp5, conv1..conv4.")
 @click.option("--budget", required=True, help="Parameter budget, e.g. 1M, 3.16M, 300k.")
 @click.option("--widths", default=None, help="Free widths (ratios for mlp2..5); default mid-range.")
-@click.option("--loss", type=click.Choice(["mimic", "hard", "kd"]), default="mimic", show_default=True)
+@click.option("--loss", type=_Registry("losses", "LOSSES"), default="mimic", show_default=True)
 @click.option("--init-scale", default=1.0, show_default=True)
 @click.option("--input-scale", default=1.0, show_default=True)
 @click.option("--grad-clip", type=float, default=None,
@@ -460,8 +493,9 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Study directory.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set students.epochs=5 (repeatable).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the preset's).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+@click.option("--device", default=None, callback=_check_device,
+              help="cpu, cuda, cuda:N or auto (default: the preset's).")
+@click.option("--precision", type=_Registry("device", "PRECISIONS"), default=None,
               help="bf16 autocast or float32 (default: the preset's, auto: bf16 on CUDA and AMX CPUs).")
 @click.option("--compile", "compile_", is_flag=True, help="Train through torch.compile (pays on GPUs for long runs).")
 @click.option("--retry-failed", is_flag=True,
@@ -569,7 +603,7 @@ search_options = _options(
     click.option("--storage", default=None,
                  help="SQLAlchemy URL of the study store (default: sqlite in --out; PostgreSQL for many "
                       "machines, e.g. postgresql://user@host/db)."),
-    click.option("--sampler", type=click.Choice(["gp", "tpe", "random"]), default="gp", show_default=True),
+    click.option("--sampler", type=_Registry("spaces", "SAMPLERS"), default="gp", show_default=True),
     click.option("--startup", type=int, default=10, show_default=True, help="Random trials before the sampler."),
     click.option("--heartbeat", type=int, default=30, show_default=True,
                  help="Seconds between heartbeats; a worker silent for 2x this is declared dead."),
@@ -608,7 +642,7 @@ def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, 
 @device_option
 @click.option("--family", required=True)
 @click.option("--budget", required=True)
-@click.option("--loss", type=click.Choice(["mimic", "hard", "kd"]), default="mimic", show_default=True)
+@click.option("--loss", type=_Registry("losses", "LOSSES"), default="mimic", show_default=True)
 @click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by workers).")
 @search_options

@@ -10,28 +10,36 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 
 import torch
 
 from .errors import UserError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "fp32", "bf16")
 _precision = "auto"  # entry points call set_precision with the run's choice
 _compile = False  # entry points call set_compile with the run's choice
 
 
+def check_device(name: str, where: str = "--device") -> str:
+    """The name if it is a device this package knows (auto, cpu, cuda or cuda:N), else a
+    one-line error; whether CUDA is present is asked only when the device is resolved."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name)):
+        raise UserError(f"{where} {name}: unknown device (choose from {', '.join(DEVICE_CHOICES)})")
+    return name
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
         return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UserError(f"--device {name}: unknown device (choose from {', '.join(DEVICE_CHOICES)})")
+    return torch.device("cpu")
 
 
 def configure_threads(threads: int = 0) -> int:

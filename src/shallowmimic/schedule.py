@@ -60,6 +60,21 @@ class Plateau:
         return cls(**state)
 
 
+SCHEDULES = ("plateau", "linear", "triangle")
+
+
+def scheduled_lr(schedule: str, progress: float, warmup: float, plateau_scale: float) -> float:
+    """The learning-rate scale at `progress` (fraction of all steps done) for any schedule;
+    the plateau schedule's scale is set per epoch from validation (`Plateau`)."""
+    if schedule == "plateau":
+        return plateau_scale
+    if schedule == "triangle":
+        return triangle_lr(progress)
+    if schedule == "linear":
+        return linear_lr(progress, warmup)
+    raise ValueError(f"unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
+
+
 def linear_lr(progress: float, warmup: float = 0.1) -> float:
     """LR scale for a linear warm-up over the first `warmup` fraction, then linear decay to 0.
     `progress` in [0, 1] is the fraction of all training steps done."""

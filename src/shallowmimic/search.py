@@ -21,13 +21,12 @@ from optuna.trial import TrialState
 from .errors import UserError
 from .jobs import reap, worker_id
 from .layout import DEFAULT_DB
-from .spaces import Param
+from .spaces import SAMPLERS, Param
 
 # Heartbeats are "experimental" in Optuna since 2.9 yet stable in practice; say it once, here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged by us, in one line
 
-SAMPLERS = ("gp", "tpe", "random")
 
 
 def _base_sampler(kind: str, startup: int, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -10,6 +10,8 @@ from .arch import BuildOptions
 from .augment import HSVConstants
 from .families import StudentFamily, free_ranges, teacher_spec
 
+SAMPLERS = ("gp", "tpe", "random")  # Optuna's GP sampler, TPE, or random search (search.py builds them)
+
 
 @dataclass(frozen=True)
 class Param:

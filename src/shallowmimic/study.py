@@ -10,10 +10,12 @@ from typing import Any
 from .arch import TTA_MODES
 from .budget import parse_budget
 from .config import apply_overrides, from_dict, load_toml
-from .device import PRECISIONS
+from .device import PRECISIONS, check_device
 from .errors import UserError
 from .families import get_student, get_teacher, solve_student
 from .losses import LOSSES
+from .schedule import SCHEDULES
+from .spaces import SAMPLERS
 from .teachers import SplitConfig
 
 
@@ -149,6 +151,12 @@ class StudyConfig:
     def validate(self) -> StudyConfig:
         if self.precision not in PRECISIONS:
             raise UserError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_device(self.device, "device")
+        for where, value, known in (("teachers.schedule", self.teachers.schedule, ("", *SCHEDULES)),
+                                    ("students.schedule", self.students.schedule, SCHEDULES),
+                                    ("search.sampler", self.search.sampler, SAMPLERS)):
+            if value not in known:
+                raise UserError(f"{where}: {value!r} is not one of {', '.join(k for k in known if k)}")
         get_teacher(self.teachers.variant)
         for f in self.students.families:
             get_student(f)
@@ -163,19 +171,26 @@ class StudyConfig:
         for loss in self.students.losses:
             if loss not in LOSSES:
                 raise UserError(f"students.losses: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
-        pool = self.search.teacher_trials or self.teachers.count
-        if not 1 <= self.ensemble.k <= pool:
-            raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and the number of teachers "
-                            f"({pool}: teachers.count, or search.teacher_trials when searching)")
         if self.transfer.tta != "model" and self.transfer.tta not in TTA_MODES:
             raise UserError(f"transfer.tta: {self.transfer.tta!r} is not one of model, {', '.join(TTA_MODES)}")
         if self.inference.runs < 100 or self.inference.batch < 1:
             raise UserError(f"inference.runs must be at least 100 and inference.batch at least 1, got "
                             f"{self.inference.runs} and {self.inference.batch}")
-        if self.search.sampler not in ("gp", "tpe", "random"):
-            raise UserError(f"search.sampler: {self.search.sampler!r} is not one of gp, tpe, random")
-        if self.transfer.epochs < 1 or self.students.repeats < 1:
-            raise UserError("transfer.epochs and students.repeats must be at least 1")
+        t, tr, st, se = self.teachers, self.transfer, self.students, self.search
+        for where, value, low in (("teachers.count", t.count, 1), ("teachers.epochs", t.epochs, 1),
+                                  ("teachers.batch_size", t.batch_size, 0),
+                                  ("transfer.epochs", tr.epochs, 1), ("transfer.images", tr.images, 0),
+                                  ("students.repeats", st.repeats, 1), ("students.epochs", st.epochs, 1),
+                                  ("students.batch_size", st.batch_size, 1),
+                                  ("search.teacher_trials", se.teacher_trials, 0),
+                                  ("search.student_trials", se.student_trials, 0),
+                                  ("search.heartbeat", se.heartbeat, 1)):
+            if value < low:
+                raise UserError(f"{where} must be at least {low}, got {value}")
+        pool = self.search.teacher_trials or self.teachers.count
+        if not 1 <= self.ensemble.k <= pool:
+            raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and the number of teachers "
+                            f"({pool}: teachers.count, or search.teacher_trials when searching)")
         if self.students.val_every < 1:
             raise UserError(f"students.val_every must be at least 1, got {self.students.val_every}")
         if self.students.val_every != 1 and self.students.schedule == "plateau":

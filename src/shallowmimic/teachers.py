@@ -12,6 +12,7 @@ from .augment import TEACHER_HSV, HSVConstants
 from .batches import AugmentedBatches, evaluate, logits_record, predict_logits, prepare
 from .data import Dataset
 from .device import precision
+from .errors import UserError
 from .families import get_teacher
 from .io import provenance, write_json
 from .logits import store_logits
@@ -28,6 +29,14 @@ class SplitConfig:
     seed: int = 0
     train_limit: int = 0  # > 0: use only the first N training images (smoke runs)
     val_limit: int = 0
+
+    def __post_init__(self):
+        # a negative limit would slice from the end and keep all but N images, silently
+        for name in ("train_limit", "val_limit"):
+            if getattr(self, name) < 0:
+                raise UserError(f"data.{name} must be 0 (all) or a number of images, got {getattr(self, name)}")
+        if self.val_size < 1:
+            raise UserError(f"data.val_size must be at least 1, got {self.val_size}")
 
 
 def split_tensors(ds: Dataset, cfg: SplitConfig, device) -> dict[str, torch.Tensor]:

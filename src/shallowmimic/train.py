@@ -35,8 +35,8 @@ from .device import autocast, compiled, memory_format
 from .errors import UserError
 from .io import atomic_path, provenance
 from .layout import METRICS, PROGRESS
-from .losses import make_loss
-from .schedule import Plateau, linear_lr, triangle_lr
+from .losses import LOSSES, make_loss
+from .schedule import SCHEDULES, Plateau, scheduled_lr
 
 PROGRESS_EVERY_S = 15.0  # how often a training notes where it is (layout.PROGRESS), for `status`
 
@@ -70,6 +70,9 @@ class TrainConfig:
             raise UserError(f"train.lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise UserError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        for name, known in (("schedule", SCHEDULES), ("loss", LOSSES)):
+            if getattr(self, name) not in known:
+                raise UserError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(known)}")
         if self.schedule == "plateau" and self.val_every != 1:
             raise UserError("train.val_every must be 1 with the plateau schedule (it reads every epoch's error)")
 
@@ -136,12 +139,7 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
                      desc=f"epoch {epoch + 1}", dynamic_ncols=True)
         for i, (x, y, z) in enumerate(inner):
             step = epoch * steps + i
-            if cfg.schedule == "plateau":
-                lr = cfg.lr * plateau.scale
-            elif cfg.schedule == "triangle":
-                lr = cfg.lr * triangle_lr(step / total_steps)
-            else:
-                lr = cfg.lr * linear_lr(step / total_steps, cfg.warmup)
+            lr = cfg.lr * scheduled_lr(cfg.schedule, step / total_steps, cfg.warmup, plateau.scale)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             with autocast(device):

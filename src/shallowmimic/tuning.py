@@ -16,8 +16,8 @@ from .budget import format_budget
 from .data import Dataset
 from .errors import UserError
 from .families import get_student
-from .search import SAMPLERS, make_storage, open_study, run_worker, storage_url, suggest, trial_dir
-from .spaces import TEACHER_SPACE, student_free, student_space, teacher_from_params
+from .search import make_storage, open_study, run_worker, storage_url, suggest, trial_dir
+from .spaces import SAMPLERS, TEACHER_SPACE, student_free, student_space, teacher_from_params
 from .students import StudentSetting, train_student
 from .teachers import SplitConfig, split_tensors, teacher_config, train_teacher
 from .train import Diverged, TrainConfig

@@ -1,0 +1,96 @@
+"""Configs refuse what they cannot do, at the boundary (issue 21)."""
+
+import pytest
+from click.testing import CliRunner
+
+from shallowmimic.cli import main
+from shallowmimic.errors import UserError
+from shallowmimic.study import load_study
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("override, message", [
+    ('students.schedule="cosine"', "students.schedule: 'cosine' is not one of plateau, linear, triangle"),
+    ('teachers.schedule="cosine"', "teachers.schedule"),
+    ('search.sampler="cmaes"', "search.sampler"),
+    ('device="gpu"', "device gpu: unknown device"),
+    ('device="cudaX"', "unknown device"),
+])
+def test_fixed_value_fields_are_checked_when_loaded(override, message):
+    with pytest.raises(UserError, match=message):
+        load_study("quick", [override])
+
+
+def test_train_config_refuses_unknown_schedule_and_loss():
+    from shallowmimic.train import TrainConfig
+
+    with pytest.raises(UserError, match="train.schedule"):
+        TrainConfig(schedule="cosine")
+    with pytest.raises(UserError, match="train.loss"):
+        TrainConfig(loss="l1")
+
+
+def test_schedules_all_have_a_rate():
+    from shallowmimic.schedule import SCHEDULES, scheduled_lr
+
+    assert all(scheduled_lr(s, 0.5, 0.1, 0.25) > 0 for s in SCHEDULES)
+    with pytest.raises(ValueError):
+        scheduled_lr("cosine", 0.5, 0.1, 1.0)
+
+
+def test_cli_choices_come_from_the_registries():
+    from shallowmimic.families import TEACHERS
+    from shallowmimic.losses import LOSSES
+    from shallowmimic.schedule import SCHEDULES
+    from shallowmimic.spaces import SAMPLERS
+
+    def choices(*command):
+        ctx = main.make_context("shallowmimic", [*command, "--help"], resilient_parsing=True)
+        cmd = main
+        for name in command:
+            cmd = cmd.get_command(ctx, name) if hasattr(cmd, "get_command") else cmd
+        return {p.name: tuple(p.type.choices) for p in cmd.params if hasattr(p.type, "choices")}
+
+    teacher = choices("teacher", "train")
+    assert teacher["variant"] == tuple(TEACHERS) and "bn" in teacher["variant"]
+    assert teacher["schedule"] == SCHEDULES and "triangle" in teacher["schedule"]
+    assert choices("student", "train")["loss"] == LOSSES
+    assert choices("tune", "student")["sampler"] == SAMPLERS
+
+
+def test_unknown_device_is_refused_while_parsing(tmp_path):
+    r = run("run", "--out", tmp_path / "s", "--device", "gpu", "--data", tmp_path / "none.npz")
+    assert r.exit_code == 2 and "unknown device" in r.output and "none.npz" not in r.output
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.train_limit=-1", "data.train_limit"), ("data.val_limit=-150", "data.val_limit"),
+    ("data.val_size=0", "data.val_size"), ("transfer.images=-1", "transfer.images"),
+    ("students.epochs=0", "students.epochs"), ("teachers.count=0", "teachers.count"),
+    ("search.heartbeat=0", "search.heartbeat"),
+])
+def test_out_of_range_numbers_are_refused_when_loaded(override, message):
+    with pytest.raises(UserError, match=message):
+        load_study("quick", [override])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["arch", "64c", "--size", "0"], "--size"), (["arch", "64c", "--classes", "1"], "--classes"),
+    (["teacher", "train", "--out", "t", "--train-limit", "-1", "--data", "none.npz"], "--train-limit"),
+    (["ensemble", "--teachers", "t", "--out", "e", "--val-limit", "-1", "--data", "none.npz"], "--val-limit"),
+])
+def test_out_of_range_cli_numbers_are_one_line_errors(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(*args)
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code != 0 and len(errors) == 1 and message in errors[0] and "Traceback" not in r.output
+    assert list(tmp_path.iterdir()) == []  # refused before anything was loaded or written
+
+
+def test_arch_knows_every_teacher_variant():
+    r = run("arch", "--teacher", "bn")
+    assert r.exit_code == 0 and "total" in r.output
