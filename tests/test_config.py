@@ -94,3 +94,42 @@ def test_out_of_range_cli_numbers_are_one_line_errors(args, message, tmp_path, m
 def test_arch_knows_every_teacher_variant():
     r = run("arch", "--teacher", "bn")
     assert r.exit_code == 0 and "total" in r.output
+
+
+def one_error(r):
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code != 0 and len(errors) == 1 and "Traceback" not in r.output, r.output
+    assert r.output.rstrip().splitlines()[-1] == errors[0], r.output  # nothing after it: one line
+    return errors[0]
+
+
+@pytest.mark.parametrize("images", ["0", "500"])
+def test_preview_bounds_its_grid(tmp_path, images):
+    r = run("data", "preview", "--out", tmp_path / "p.png", "--images", images, "--data", tmp_path / "none.npz")
+    assert "--images" in one_error(r) and not (tmp_path / "p.png").exists()
+
+
+def test_run_out_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("")
+    assert "is a file" in one_error(run("run", "--out", tmp_path / "f", "--dry-run"))
+
+
+def test_a_file_that_is_no_tar_archive(tmp_path):
+    (tmp_path / "cifar.tar.gz").write_bytes(b"\x00" * 300)
+    assert "not a readable .tar.gz archive" in one_error(run("data", "info", "--data", tmp_path / "cifar.tar.gz"))
+
+
+def test_export_of_a_directory_without_a_model_loads_no_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHALLOWMIMIC_DATA", raising=False)
+    monkeypatch.setenv("SHALLOWMIMIC_CACHE", str(tmp_path / "cache"))  # an empty cache: loading would download
+    (tmp_path / "empty").mkdir()
+    assert "neither a model directory" in one_error(run("export", tmp_path / "empty"))
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("command", [["tune", "student", "--trials", "3"], ["student", "train"]])
+def test_a_missing_transfer_set_is_refused_before_anything_is_written(tmp_path, command):
+    r = run(*command, "--family", "conv1", "--budget", "100k", "--transfer", tmp_path / "nope",
+            "--out", tmp_path / "out", "--data", tmp_path / "none.npz")
+    assert "not a finished transfer set" in one_error(r)
+    assert not (tmp_path / "out").exists()

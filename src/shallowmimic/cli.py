@@ -150,8 +150,10 @@ def data_info(data_path, val_size, split_seed):
 @data.command("preview")
 @data_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output image (.png).")
-@click.option("--images", default=8, show_default=True, help="Rows (distinct images).")
-@click.option("--augmented", default=7, show_default=True, help="Augmented copies per image.")
+@click.option("--images", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Rows (distinct images), 1-64.")
+@click.option("--augmented", type=click.IntRange(0, 32), default=7, show_default=True,
+              help="Augmented copies per image, 0-32.")
 @click.option("--constants", type=click.Choice(["student", "teacher"]), default="student",
               show_default=True, help="Which HSV constants to show.")
 @click.option("--seed", default=0, show_default=True)
@@ -264,7 +266,7 @@ def teacher():
 @click.option("--arch", "spec", default=None, help="Architecture spec (default: the variant's).")
 @click.option("--scales", default=None, help="Four width scales C1,C2,C3,H in [0,1] (paper ranges).")
 @click.option("--weight-decay", type=float, default=None)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run directory.")
 @train_options
 def teacher_train(data_path, device, variant, spec, scales, weight_decay, out, epochs, batch_size, lr,
                   momentum, schedule, seed, val_size, train_limit, val_limit, resume, no_progress):
@@ -478,6 +480,9 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
     cfg = TrainConfig(loss=loss, seed=seed, grad_clip=clip, **{k: v for k, v in given.items() if v is not None})
     if (out / "checkpoint.safetensors").exists() and not resume:
         raise UserError(f"{out}: already holds a training run; pass --resume or choose another --out")
+    from .transfer import read_manifest
+
+    read_manifest(transfer_dir)
     r = train_student(_load(data_path), transfer_dir, setting, cfg, out, resolve_device(device),
                       SplitConfig(val_size, 0, train_limit, val_limit), progress=not no_progress)
     click.echo(f"{family} {r['spec']} ({r['params']:,} params, budget {r['budget']:,}) {loss}: "
@@ -490,7 +495,7 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @main.command("run")
 @data_option
 @click.option("--preset", default="quick", show_default=True, help="smoke, quick, paper, or a .toml file.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Study directory.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Study directory.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set students.epochs=5 (repeatable).")
 @click.option("--device", default=None, callback=_check_device,
@@ -584,8 +589,9 @@ def report_cmd(directory):
 def export_cmd(directory, out, check_only, data_path):
     """Write a teacher, student or ensemble directory as one ONNX graph (uint8 images in, logits
     out; dynamic batch) and check it with onnxruntime against PyTorch on 1,000 test images."""
-    from .export import check_existing, export_onnx
+    from .export import check_existing, check_request, export_onnx
 
+    check_request(directory, out, check_only)
     ds = _load(data_path)
     r = (check_existing if check_only else export_onnx)(directory, ds.x_test, ds.y_test, out)
     click.echo(f"{r['path']}: {'checked' if check_only else 'written'}; largest |logit difference| "
@@ -620,7 +626,8 @@ def tune():
 @tune.command("teacher")
 @data_option
 @device_option
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by workers).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory (shared by workers).")
 @search_options
 @split_options
 def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, heartbeat, seed, epochs, val_size,
@@ -644,7 +651,8 @@ def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, 
 @click.option("--budget", required=True)
 @click.option("--loss", type=_Registry("losses", "LOSSES"), default="mimic", show_default=True)
 @click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by workers).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory (shared by workers).")
 @search_options
 @split_options
 def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out, trials, storage, sampler, startup,
@@ -655,8 +663,10 @@ def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out,
     from .search import best_trials
     from .teachers import SplitConfig
     from .train import TrainConfig
+    from .transfer import read_manifest
     from .tuning import SearchConfig, tune_students
 
+    read_manifest(transfer_dir)  # before the study is opened: a wrong path writes no failed trials
     sc = SearchConfig(trials, sampler, startup, seed, storage or "", heartbeat)
     study = tune_students(_load(data_path), out, sc, transfer_dir, family, parse_budget(budget), loss,
                           TrainConfig(epochs=epochs, grad_clip=5.0), resolve_device(device),

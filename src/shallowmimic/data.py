@@ -194,7 +194,9 @@ def _load_cifar_tar(path: Path) -> Dataset:
     except DataError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: not a readable .tar.gz archive, corrupt or truncated ({e})") from None
+        # tarfile lists one reason per compression it tried, on lines of their own
+        why = "not a tar archive" if "could not be opened" in str(e) else " ".join(str(e).split())
+        raise DataError(f"{path}: not a readable .tar.gz archive, corrupt or truncated ({why})") from None
 
 
 # --- validation --------------------------------------------------------------------------------

@@ -34,6 +34,21 @@ class Deployable(torch.nn.Module):
         return self.net(standardize(to_float(images))).float()
 
 
+def check_request(directory: Path, out: Path | None = None, check_only: bool = False) -> None:
+    """Refuse an export that cannot work before anything is loaded (the dataset included):
+    DIRECTORY must hold a model or an ensemble, `out` must not be a directory, and a check
+    needs its file."""
+    directory = Path(directory)
+    if not (directory / ENSEMBLE_MANIFEST).exists() and not (directory / MODEL_JSON).exists():
+        raise UserError(f"{directory}: neither a model directory ({MODEL_JSON}) nor an ensemble directory "
+                        f"({ENSEMBLE_MANIFEST})")
+    path = Path(out) if out else default_path(directory)
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a directory; give the ONNX file to write, e.g. {path / 'model.onnx'}")
+    if check_only and not path.exists():
+        raise UserError(f"{path}: no such ONNX file; run `shallowmimic export {directory}` first")
+
+
 def load_deployable(directory: Path) -> tuple[Deployable, dict]:
     """A model directory (model.json) or an ensemble directory (ensemble.json), in eval mode on
     the CPU, with what the report needs to know about it."""
@@ -51,8 +66,7 @@ def load_deployable(directory: Path) -> tuple[Deployable, dict]:
                 "loss": (spec.get("setting") or {}).get("loss", ""), "test_acc": result.get("test_acc"),
                 "name": directory.name}
     else:
-        raise UserError(f"{directory}: neither a model directory ({MODEL_JSON}) nor an ensemble directory "
-                        f"({ENSEMBLE_MANIFEST})")
+        check_request(directory)  # raises: neither kind
     return Deployable(net.float()).eval(), meta
 
 
@@ -106,10 +120,9 @@ def export_onnx(directory: Path, images: np.ndarray, labels: np.ndarray, out: Pa
     """Write DIRECTORY's model as ONNX (dynamic batch axis) and its check (`<file>.json`); a
     failed check leaves no file behind. `images`/`labels`: test images (uint8 NHWC) to check on;
     `loaded`: the directory's `load_deployable`, when the caller has it already."""
+    check_request(directory, out)
     model, meta = loaded or load_deployable(directory)
     out = Path(out) if out else default_path(directory)
-    if out.is_dir():
-        raise UserError(f"--out {out}: is a directory; give the ONNX file to write, e.g. {out / 'model.onnx'}")
     sample = torch.from_numpy(np.ascontiguousarray(images[:2]))
     with atomic_path(out) as tmp:
         _export(model, sample, tmp)
@@ -183,8 +196,7 @@ def check_onnx(path: Path, model: torch.nn.Module, images: np.ndarray, labels: n
 
 def check_existing(directory: Path, images: np.ndarray, labels: np.ndarray, path: Path | None = None) -> dict:
     """Check an ONNX file written earlier against DIRECTORY's model (e.g. after copying it)."""
+    check_request(directory, path, check_only=True)
     path = Path(path) if path else default_path(directory)
-    if not path.exists():
-        raise UserError(f"{path}: no such ONNX file; run `shallowmimic export {directory}` first")
     model, meta = load_deployable(directory)
     return {**check_onnx(path, model, images, labels), **meta, "path": str(path)}
