@@ -20,4 +20,5 @@ chown postgres "$PGDATA"
 su postgres -c "$BIN/initdb -D $PGDATA -A trust -U postgres" >/dev/null
 su postgres -c "$BIN/pg_ctl -D $PGDATA -l $PGDATA/server.log -w \
   -o '-p $PORT -k $PGDATA -c listen_addresses=127.0.0.1' start" >/dev/null
-echo "$PGDATA postgresql+psycopg2://postgres@127.0.0.1:$PORT/postgres"
+# the bare form the docs show (search.with_driver picks the installed driver)
+echo "$PGDATA postgresql://postgres@127.0.0.1:$PORT/postgres"

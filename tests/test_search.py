@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from shallowmimic import spaces, tuning
 from shallowmimic.data import load_dataset
-from shallowmimic.search import make_storage, open_study, run_worker, storage_url
+from shallowmimic.errors import UserError
+from shallowmimic.search import make_storage, open_study, run_worker, storage_url, with_driver
 from shallowmimic.teachers import SplitConfig
 from shallowmimic.train import Diverged
 
@@ -158,11 +159,29 @@ def storage_for(kind, tmp_path):
             pytest.fail(f"CI run without PostgreSQL: {POSTGRES_ENV} is not set")
         pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to run this test")
     name = f"t{os.getpid()}_{int(time.time() * 1000)}"
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = sqlalchemy.create_engine(with_driver(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as c:
         c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_the_documented_postgres_url_gets_the_installed_driver(monkeypatch):
+    """Issue 21 item 6: `postgresql://user@host/db` failed where SQLAlchemy's default driver for
+    the bare form (psycopg 3 since 2.1) was not the one installed (psycopg2)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m: None if m == "psycopg" else real(m))
+    assert with_driver("postgresql://u@h:5432/db") == "postgresql+psycopg2://u@h:5432/db"
+    assert with_driver("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    for url in ("postgresql+psycopg2://u@h/db", "sqlite:///x.db", "mysql://u@h/db"):
+        assert with_driver(url) == url
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m: None)
+    with pytest.raises(UserError, match=r"pip install 'shallowmimic\[postgres\]'"):
+        with_driver("postgresql://u@h/db")
+    if os.environ.get(POSTGRES_ENV):  # CI gives the bare form: it must reach the server
+        assert os.environ[POSTGRES_ENV].startswith("postgresql://")
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

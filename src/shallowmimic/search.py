@@ -96,7 +96,23 @@ def storage_url(storage: str | None, run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / DEFAULT_DB).resolve()}"
 
 
+def with_driver(url: str) -> str:
+    """A PostgreSQL URL without a driver (`postgresql://user@host/db`, as the docs write it)
+    given the driver that is installed: SQLAlchemy's own default for the bare form changed from
+    psycopg2 to psycopg 3 between releases, so the bare form failed beside the other one."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module):
+            return f"postgresql+{driver}://{rest}"
+    raise UserError(f"study storage {url!r} needs a PostgreSQL driver: pip install 'shallowmimic[postgres]'")
+
+
 def make_storage(url: str, heartbeat: int = 60, grace: int | None = None) -> optuna.storages.RDBStorage:
+    url = with_driver(url)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(6):
         try:

@@ -118,6 +118,8 @@ def _storage(out: Path, config: dict):
     """The study's storage, opened read-only where it is a SQLite file; None if there is none."""
     import optuna
 
+    from .search import with_driver
+
     url = (config.get("search") or {}).get("storage") or ""
     if not url:
         db = out / DEFAULT_DB
@@ -125,7 +127,7 @@ def _storage(out: Path, config: dict):
             return None
         url = f"sqlite:///file:{db.resolve()}?mode=ro&uri=true"  # read-only: status never writes there
     try:
-        return optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+        return optuna.storages.RDBStorage(with_driver(url), skip_compatibility_check=True, skip_table_creation=True)
     except Exception:  # noqa: BLE001 (a server that does not answer: the files still tell a lot)
         return None
 
