@@ -133,3 +133,55 @@ def test_a_missing_transfer_set_is_refused_before_anything_is_written(tmp_path, 
             "--out", tmp_path / "out", "--data", tmp_path / "none.npz")
     assert "not a finished transfer set" in one_error(r)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_preset_file_extends_a_preset_and_overrides_only_what_it_lists(tmp_path):
+    (tmp_path / "mine.toml").write_text('extends = "quick"\n[students]\nepochs = 12\n')
+    (tmp_path / "deeper.toml").write_text('extends = "mine.toml"\n[students.widths]\n"conv2@100k" = [30, 30]\n')
+    quick, mine, deeper = (load_study(p) for p in ("quick", str(tmp_path / "mine.toml"),
+                                                     str(tmp_path / "deeper.toml")))
+    assert mine.students.epochs == 12 and mine.name == "mine"
+    from dataclasses import replace
+
+    assert replace(mine, name="quick", students=replace(mine.students, epochs=quick.students.epochs)) == quick
+    assert deeper.students.epochs == 12 and deeper.students.widths["conv2@100k"] == (30, 30)
+    assert deeper.students.widths["conv4@300k"] == quick.students.widths["conv4@300k"]  # tables merge
+
+
+@pytest.mark.parametrize("text, message", [
+    ('extends = "a.toml"\n', "goes round in a circle"), ('extends = "nope"\n', "unknown preset"),
+    ('extends = "missing.toml"\n', "does not exist"), ("extends = 3\n", "expected a preset name"),
+])
+def test_bad_extends_is_one_line(tmp_path, text, message):
+    (tmp_path / "a.toml").write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_study(str(tmp_path / "a.toml"))
+
+
+def test_print_config_is_toml_that_loads_back_the_same(tmp_path):
+    r = run("run", "--preset", "quick", "--print-config", "--set", "students.epochs=9")
+    assert r.exit_code == 0, r.output
+    (tmp_path / "printed.toml").write_text(r.output)
+    assert load_study(str(tmp_path / "printed.toml")) == load_study("quick", ["students.epochs=9"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "printed.toml"]
+
+
+def test_one_seed_sets_every_seed_and_an_explicit_set_still_wins():
+    import tomllib
+
+    r = run("run", "--print-config", "--seed", "5", "--set", "students.seed=7")
+    cfg = tomllib.loads(r.output)
+    assert [cfg[t]["seed"] for t in ("data", "teachers", "transfer", "students", "search")] == [5, 5, 5, 7, 5]
+    # every field named "seed" in the config is one of SEEDS (a new stage's seed is not forgotten)
+    from dataclasses import asdict
+
+    from shallowmimic.study import SEEDS, StudyConfig
+
+    def seeds(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from seeds(v, f"{prefix}{k}.")
+            elif k == "seed":
+                yield prefix + k
+
+    assert set(seeds(asdict(StudyConfig()))) == set(SEEDS)

@@ -494,10 +494,16 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 
 @main.command("run")
 @data_option
-@click.option("--preset", default="quick", show_default=True, help="smoke, quick, paper, or a .toml file.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Study directory.")
+@click.option("--preset", default="quick", show_default=True,
+              help="smoke, quick, paper, or a .toml file (which may start with extends = \"quick\").")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study directory (required unless --print-config).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set students.epochs=5 (repeatable).")
+@click.option("--seed", type=int, default=None,
+              help="Every seed of the study (split, teachers, transfer set, students, search); a --set of "
+                   "one of them still wins.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 @click.option("--device", default=None, callback=_check_device,
               help="cpu, cuda, cuda:N or auto (default: the preset's).")
 @click.option("--precision", type=_Registry("device", "PRECISIONS"), default=None,
@@ -516,17 +522,27 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (every stage and job, its counted FLOPs, the total) and a time estimate "
                    "from a few seconds' calibration; train and write nothing.")
-def run_cmd(data_path, preset, out, overrides, device, precision, compile_, retry_failed, no_progress, workers,
-            no_report, dry_run):
+def run_cmd(data_path, preset, out, overrides, seed, print_config, device, precision, compile_, retry_failed,
+            no_progress, workers, no_report, dry_run):
     """Run the whole study (teachers -> ensemble -> transfer set -> students -> report).
     Re-running the same command resumes; finished work is skipped. Several runs of one study
     (this command started again, or --workers N) divide its jobs between them."""
-    from .pipeline import run_study
-    from .study import load_study
+    from .study import load_study, seed_overrides
 
-    ov = list(overrides) + ([f'device="{device}"'] if device else []) + \
+    ov = (seed_overrides(seed) if seed is not None else []) + list(overrides) + \
+        ([f'device="{device}"'] if device else []) + \
         ([f'precision="{precision}"'] if precision else []) + (["compile=true"] if compile_ else [])
     cfg = load_study(preset, ov)  # a bad config fails here, once, not in every worker
+    if print_config:
+        from dataclasses import asdict
+
+        from .config import to_toml
+
+        click.echo(to_toml(asdict(cfg)), nl=False)
+        return
+    if out is None:
+        raise click.UsageError("Missing option '--out'.")
+    from .pipeline import run_study
     if workers < 1:
         raise UserError(f"--workers {workers}: expected 1 or more")
     from .pipeline import dry_run as plan_only

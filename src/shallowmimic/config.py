@@ -101,6 +101,49 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top: tables merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A config dict (scalars, lists, nested tables) as TOML that `tomllib` reads back equal."""
+    lines: list[str] = []
+    _toml_table(data, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)  # inf, -inf and nan are TOML's spellings too
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _toml_table(data: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) or not v}  # {} stays inline
+    tables = {k: v for k, v in data.items() if k not in scalars}
+    if path and (scalars or not tables):
+        lines += ["", "[" + ".".join(map(_toml_key, path)) + "]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]
+    for k, v in tables.items():
+        _toml_table(v, [*path, k], lines)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     data = json.loads(json.dumps(data))  # deep copy
     for text in overrides:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .arch import TTA_MODES
 from .budget import parse_budget
-from .config import apply_overrides, from_dict, load_toml
+from .config import apply_overrides, from_dict, load_toml, merged
 from .device import PRECISIONS, check_device
 from .errors import UserError
 from .families import get_student, get_teacher, solve_student
@@ -305,7 +305,36 @@ def preset_path(name: str) -> Path:
     raise UserError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}, or a path to a .toml file)")
 
 
+# Every seed of a study, set together by `run --seed N`.
+SEEDS = ("data.seed", "teachers.seed", "transfer.seed", "students.seed", "search.seed")
+
+
+def seed_overrides(seed: int) -> list[str]:
+    return [f"{key}={seed}" for key in SEEDS]
+
+
 def load_study(preset: str, overrides: list[str] = ()) -> StudyConfig:
     path = preset_path(preset)
-    data = apply_overrides(load_toml(path), list(overrides))
+    data = apply_overrides(_layered(path, ()), list(overrides))
     return from_dict(StudyConfig, data, where=path.name).validate()
+
+
+def _layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A preset file with what it `extends` (a preset name or another file, relative to this
+    one) underneath: its tables merge key by key over the base's, its other values replace."""
+    if path.resolve() in seen:
+        chain = " -> ".join(p.name for p in (*seen, path))
+        raise UserError(f"{path}: `extends` goes round in a circle ({chain})")
+    data = load_toml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{path}: extends = {base!r}: expected a preset name ({', '.join(PRESETS)}) or a .toml file")
+    under = preset_path(base) if base in PRESETS else preset_path(str(path.parent / base))
+    if not under.exists():
+        raise UserError(f"{path}: extends {base!r}, which does not exist ({under})")
+    layered = merged(_layered(under, (*seen, path.resolve())), data)
+    if "name" not in data:
+        layered["name"] = path.stem  # not the base's name: this is another study
+    return layered
