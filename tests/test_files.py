@@ -36,3 +36,18 @@ def test_a_failed_write_leaves_no_file(tmp_path):
         tmp.write_text("half")
         raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_provenance_records_the_versions_and_whether_the_tree_was_clean(monkeypatch):
+    """Issue 21 item 13."""
+    from shallowmimic import io
+
+    record = io.provenance()
+    for key in ("torch", "optuna", "onnxruntime", "onnx", "numpy", "cuda", "git_commit", "git_dirty"):
+        assert key in record, key
+    assert record["optuna"] and record["onnxruntime"]
+    for status, dirty in (("", False), (" M src/x.py", True), (None, None)):
+        io.git_dirty.cache_clear()
+        monkeypatch.setattr(io, "_git", lambda *a, s=status: s)
+        assert io.git_dirty() is dirty
+    io.git_dirty.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -77,19 +78,36 @@ def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 2
     return h.hexdigest()
 
 
-def git_commit() -> str | None:
-    """The commit of the source checkout this package runs from, if it is one."""
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the source checkout this package runs from, if it is one (read once: the
+    code a process runs is the code it imported)."""
+    return _git("rev-parse", "HEAD") or None
+
+
+@functools.cache
+def git_dirty() -> bool | None:
+    """Whether that checkout's tracked files differed from its commit; None outside a checkout."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def provenance() -> dict[str, Any]:
@@ -102,9 +120,13 @@ def provenance() -> dict[str, Any]:
     return {
         "shallowmimic": __version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,  # the CUDA runtime torch was built with; None on a CPU build
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "numpy": numpy.__version__,
+        **{name: _version(name) for name in ("optuna", "onnx", "onnxruntime", "safetensors")},
         "platform": platform.platform(),
         "argv": sys.argv,
     }
