@@ -106,3 +106,29 @@ def test_only_dead_workers_of_this_process_table_are_reaped(tmp_path):
     states = {t.user_attrs[JOB]: t.state for t in study.get_trials()}
     assert states == {"mine-dead": optuna.trial.TrialState.FAIL, "mine-alive": optuna.trial.TrialState.RUNNING,
                       "other-ns": optuna.trial.TrialState.RUNNING}
+
+
+def test_a_claim_of_another_host_that_never_beat_is_failed_after_the_grace_period(tmp_path):
+    """Issue 21 item 14: a worker on another machine killed between its claim and its first
+    heartbeat left its trial RUNNING for ever (Optuna ages heartbeats, and it had none)."""
+    import optuna
+
+    from shallowmimic.jobs import JOB, open_queue, reap
+    from shallowmimic.search import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=1)  # grace: 2 s
+    study = open_queue(storage, "jobs")
+    for key in ("dead", "alive"):
+        study.enqueue_trial({}, user_attrs={JOB: key})
+        study.ask().set_user_attr("worker", f"unknown-host-{key}:4242")
+    alive_id = next(t._trial_id for t in study.get_trials() if t.user_attrs[JOB] == "alive")
+
+    def states():
+        return {t.user_attrs[JOB]: t.state for t in study.get_trials()}
+
+    deadline = time.time() + 8
+    while time.time() < deadline and states()["dead"] == optuna.trial.TrialState.RUNNING:
+        storage.record_heartbeat(alive_id)  # the live owner beats; the dead one never did
+        reap(study)
+        time.sleep(0.3)
+    assert states() == {"dead": optuna.trial.TrialState.FAIL, "alive": optuna.trial.TrialState.RUNNING}

@@ -97,17 +97,31 @@ def _alive(pid: int) -> bool:
 
 
 def _grace(study: optuna.Study) -> float:
-    """Seconds after which a silent worker counts as dead (Optuna's grace period)."""
+    """Seconds after which a silent worker counts as dead (Optuna's grace period). The study's
+    storage is Optuna's cache around the RDBStorage: the interval is asked through the public
+    heartbeat API, the grace period read from the storage underneath (Optuna's default: 2x)."""
     storage = study._storage
-    return getattr(storage, "grace_period", None) or 2 * (getattr(storage, "heartbeat_interval", None) or 60)
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None)
+    return grace or 2 * (interval or 60)
+
+
+# RUNNING trials of other hosts this process has given a heartbeat of its own (see `reap`).
+_vouched: set[tuple[str, str, int]] = set()
 
 
 def reap(study: optuna.Study) -> None:
     """Fail the RUNNING trials (jobs, and search trials: `search.run_worker`) whose worker is
     gone, so that their job is enqueued again or their slot taken: a stale heartbeat (Optuna's
     check), a worker process on this host (and pid namespace) that no longer exists (no need to
-    wait for its heartbeat to go stale, and the only sign of a worker killed before its first
-    heartbeat), and a trial popped by a worker killed before it named itself."""
+    wait for its heartbeat to go stale), and a trial popped by a worker killed before it named
+    itself.
+
+    A worker on another host killed between its claim and its first heartbeat leaves a trial
+    that Optuna never calls stale (it has no heartbeat to age). So each reaper records one
+    heartbeat, once, for every RUNNING trial of another host it sees: a live owner's own
+    heartbeats carry on over it, a dead owner's trial goes stale one grace period later and is
+    failed by any worker. The database's clock times it, so hosts' clocks need not agree."""
     optuna.storages.fail_stale_trials(study)
     storage, grace = study._storage, _grace(study)
     host, now = host_id(), datetime.now()
@@ -118,6 +132,10 @@ def reap(study: optuna.Study) -> None:
         else:
             where, _, pid = worker.rpartition(":")
             gone = where == host and pid.isdigit() and not _alive(int(pid))
+            mark = (str(getattr(storage, "url", id(storage))), study.study_name, t.number)
+            if where != host and mark not in _vouched and getattr(storage, "get_heartbeat_interval", lambda: None)():
+                storage.record_heartbeat(t._trial_id)
+                _vouched.add(mark)
         if gone:
             try:
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
