@@ -185,3 +185,42 @@ def test_one_seed_sets_every_seed_and_an_explicit_set_still_wins():
                 yield prefix + k
 
     assert set(seeds(asdict(StudyConfig()))) == set(SEEDS)
+
+
+def test_kd_temperature_and_weight_are_config_fields_that_reach_the_trainer():
+    from shallowmimic.planning import student_train_config
+
+    cfg = load_study("quick", ["students.kd_temperature=2.5", "students.kd_alpha=0.5"])
+    train = student_train_config(cfg, "kd", 0)
+    assert (train.kd_temperature, train.kd_alpha) == (2.5, 0.5)
+    for bad in ("students.kd_temperature=0", "students.kd_alpha=1.5"):
+        with pytest.raises(UserError, match="kd_"):
+            load_study("quick", [bad])
+
+
+def test_one_function_decides_the_default_clip_for_every_entry_point(tiny_npz, tmp_path, monkeypatch):
+    """Issue 21 item 4: `tune student` clipped at 5 for every loss, `student train` used the
+    per-loss default, `run` the preset's."""
+    from shallowmimic import students, tuning
+    from shallowmimic.losses import GRAD_CLIP, default_grad_clip
+    from shallowmimic.planning import student_train_config
+    from shallowmimic.study import LossClip
+
+    seen = {}
+    monkeypatch.setattr(students, "train_student", lambda ds, t, setting, cfg, *a, **k: seen.update(train=cfg))
+    def tune(*args, **kwargs):
+        seen["tune"] = args[7]  # the base TrainConfig
+        raise SystemExit(0)  # nothing to print
+
+    monkeypatch.setattr(tuning, "tune_students", tune)
+    (tmp_path / "ts").mkdir()
+    (tmp_path / "ts" / "manifest.json").write_text("{}")
+    for loss in ("hard", "mimic", "kd"):
+        seen.clear()
+        common = ["--family", "conv1", "--budget", "20k", "--loss", loss, "--transfer", tmp_path / "ts",
+                  "--data", tiny_npz]
+        run("student", "train", *common, "--out", tmp_path / f"s-{loss}")
+        run("tune", "student", *common, "--out", tmp_path / f"t-{loss}")
+        unset = load_study("smoke", ["students.grad_clip={}"])
+        assert seen["train"].grad_clip == seen["tune"].grad_clip == default_grad_clip(loss) == \
+            student_train_config(unset, loss, 0).grad_clip == LossClip()[loss] == GRAD_CLIP[loss], loss

@@ -458,12 +458,14 @@ def student():
 @click.option("--input-scale", default=1.0, show_default=True)
 @click.option("--grad-clip", type=float, default=None,
               help="Clip the gradient norm (0: off). Default: the loss's own (mimic 5, hard and kd off).")
+@click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="The kd loss's temperature.")
+@click.option("--kd-alpha", type=float, default=0.9, show_default=True, help="The kd loss's weight on soft targets.")
 @click.option("--transfer", "transfer_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @train_options
-def student_train(data_path, device, family, budget, widths, loss, init_scale, input_scale, grad_clip, transfer_dir,
-                  out, epochs, batch_size, lr, momentum, schedule, seed, val_size, train_limit, val_limit, resume,
-                  no_progress):
+def student_train(data_path, device, family, budget, widths, loss, init_scale, input_scale, grad_clip, kd_temperature,
+                  kd_alpha, transfer_dir, out, epochs, batch_size, lr, momentum, schedule, seed, val_size, train_limit,
+                  val_limit, resume, no_progress):
     """Train one student (budget solved for its family) on the transfer set."""
     from .budget import parse_budget
     from .device import resolve_device
@@ -474,10 +476,11 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
 
     setting = StudentSetting(family, parse_budget(budget), loss, parse_free(family, widths), init_scale, input_scale)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, schedule=schedule)
-    from .study import LossClip
+    from .losses import default_grad_clip
 
-    clip = LossClip()[loss] if grad_clip is None else grad_clip
-    cfg = TrainConfig(loss=loss, seed=seed, grad_clip=clip, **{k: v for k, v in given.items() if v is not None})
+    clip = default_grad_clip(loss) if grad_clip is None else grad_clip
+    cfg = TrainConfig(loss=loss, seed=seed, grad_clip=clip, kd_temperature=kd_temperature, kd_alpha=kd_alpha,
+                      **{k: v for k, v in given.items() if v is not None})
     if (out / "checkpoint.safetensors").exists() and not resume:
         raise UserError(f"{out}: already holds a training run; pass --resume or choose another --out")
     from .transfer import read_manifest
@@ -676,6 +679,7 @@ def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out,
     """Search a student's learning rate, momentum, init/input scale and free widths."""
     from .budget import parse_budget
     from .device import resolve_device
+    from .losses import default_grad_clip
     from .search import best_trials
     from .teachers import SplitConfig
     from .train import TrainConfig
@@ -685,7 +689,7 @@ def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out,
     read_manifest(transfer_dir)  # before the study is opened: a wrong path writes no failed trials
     sc = SearchConfig(trials, sampler, startup, seed, storage or "", heartbeat)
     study = tune_students(_load(data_path), out, sc, transfer_dir, family, parse_budget(budget), loss,
-                          TrainConfig(epochs=epochs, grad_clip=5.0), resolve_device(device),
+                          TrainConfig(epochs=epochs, grad_clip=default_grad_clip(loss)), resolve_device(device),
                           SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)
     _print_study(study, best_trials(study, 5))
 

@@ -35,6 +35,11 @@ class MimicLoss(nn.Module):
         return (g.float() - z.float()).pow(2).sum(dim=1).mean()
 
 
+# Knowledge distillation's defaults (Hinton et al.'s usual choice); config fields override them.
+KD_TEMPERATURE = 4.0
+KD_ALPHA = 0.9
+
+
 class DistillationLoss(nn.Module):
     """Hinton et al.'s knowledge distillation, as an option:
     L = alpha * tau^2 * KL(softmax(z / tau) || softmax(g / tau)) + (1 - alpha) * CE(g, y).
@@ -42,7 +47,7 @@ class DistillationLoss(nn.Module):
 
     needs_logits = True
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.9):
+    def __init__(self, temperature: float = KD_TEMPERATURE, alpha: float = KD_ALPHA):
         super().__init__()
         self.temperature, self.alpha = temperature, alpha
 
@@ -56,8 +61,18 @@ class DistillationLoss(nn.Module):
 
 LOSSES = ("hard", "mimic", "kd")
 
+# Gradient-norm clipping per loss unless a config says otherwise: L2 on logits has unbounded
+# gradients and can diverge without it; cross-entropy's are bounded (0: no clipping).
+GRAD_CLIP = {"hard": 0.0, "mimic": 5.0, "kd": 0.0}
 
-def make_loss(name: str, label_smoothing: float = 0.0, temperature: float = 4.0, alpha: float = 0.9):
+
+def default_grad_clip(loss: str) -> float:
+    if loss not in GRAD_CLIP:
+        raise UserError(f"unknown loss {loss!r} (known: {', '.join(LOSSES)})")
+    return GRAD_CLIP[loss]
+
+
+def make_loss(name: str, label_smoothing: float = 0.0, temperature: float = KD_TEMPERATURE, alpha: float = KD_ALPHA):
     if name == "hard":
         return HardLabelLoss(label_smoothing)
     if name == "mimic":

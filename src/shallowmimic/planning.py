@@ -96,7 +96,8 @@ def student_train_config(cfg: StudyConfig, loss: str, repeat: int) -> TrainConfi
     s = cfg.students
     return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr[loss], momentum=s.momentum,
                        schedule=s.schedule, loss=loss, seed=s.seed + repeat, weight_decay=0.0,
-                       grad_clip=s.grad_clip[loss], val_every=s.val_every)
+                       grad_clip=s.grad_clip[loss], val_every=s.val_every,
+                       kd_temperature=s.kd_temperature, kd_alpha=s.kd_alpha)
 
 
 def overview(jobs: dict[str, list[Job]]) -> str:

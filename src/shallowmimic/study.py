@@ -13,7 +13,7 @@ from .config import apply_overrides, from_dict, load_toml, merged
 from .device import PRECISIONS, check_device
 from .errors import UserError
 from .families import get_student, get_teacher, solve_student
-from .losses import LOSSES
+from .losses import GRAD_CLIP, KD_ALPHA, KD_TEMPERATURE, LOSSES
 from .schedule import SCHEDULES
 from .spaces import SAMPLERS
 from .teachers import SplitConfig
@@ -64,9 +64,9 @@ class LossClip(LossLR):
     """Gradient-norm clipping per loss (0: none). L2 on logits has unbounded gradients and can
     diverge without it; cross-entropy's are bounded, so hard-label students are not clipped."""
 
-    mimic: float = 5.0
-    hard: float = 0.0
-    kd: float = 0.0
+    mimic: float = GRAD_CLIP["mimic"]
+    hard: float = GRAD_CLIP["hard"]
+    kd: float = GRAD_CLIP["kd"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,9 @@ class StudentsConfig:
     init_scale: float = 1.0
     input_scale: float = 1.0
     grad_clip: LossClip = field(default_factory=LossClip)
+    # the `kd` loss only: alpha * tau^2 * KL(soft targets at temperature tau) + (1 - alpha) * CE
+    kd_temperature: float = KD_TEMPERATURE
+    kd_alpha: float = KD_ALPHA
     # Free widths per "family@budget" (e.g. "conv2@100k" = [32, 32]), for mimic and hard-label
     # students alike; a setting not listed takes the middle of the paper's ranges.
     widths: dict[str, tuple[Any, ...]] = field(default_factory=dict)
@@ -191,6 +194,9 @@ class StudyConfig:
         if not 1 <= self.ensemble.k <= pool:
             raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and the number of teachers "
                             f"({pool}: teachers.count, or search.teacher_trials when searching)")
+        if not self.students.kd_temperature > 0 or not 0 <= self.students.kd_alpha <= 1:
+            raise UserError(f"students.kd_temperature must be positive and students.kd_alpha in [0, 1], got "
+                            f"{self.students.kd_temperature} and {self.students.kd_alpha}")
         if self.students.val_every < 1:
             raise UserError(f"students.val_every must be at least 1, got {self.students.val_every}")
         if self.students.val_every != 1 and self.students.schedule == "plateau":

@@ -35,7 +35,7 @@ from .device import autocast, compiled, memory_format
 from .errors import UserError
 from .io import atomic_path, provenance
 from .layout import METRICS, PROGRESS
-from .losses import LOSSES, make_loss
+from .losses import KD_ALPHA, KD_TEMPERATURE, LOSSES, make_loss
 from .schedule import SCHEDULES, Plateau, scheduled_lr
 
 PROGRESS_EVERY_S = 15.0  # how often a training notes where it is (layout.PROGRESS), for `status`
@@ -55,8 +55,8 @@ class TrainConfig:
     val_every: int = 1  # validate every N epochs (and always after the last); plateau needs 1
     loss: Literal["hard", "mimic", "kd"] = "hard"
     label_smoothing: float = 0.0
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
+    kd_temperature: float = KD_TEMPERATURE
+    kd_alpha: float = KD_ALPHA
     seed: int = 0
     eval_batch_size: int = 1000
     max_loss: float = 1e4  # a loss above this (or NaN/inf) means the run diverged
@@ -73,6 +73,9 @@ class TrainConfig:
         for name, known in (("schedule", SCHEDULES), ("loss", LOSSES)):
             if getattr(self, name) not in known:
                 raise UserError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(known)}")
+        if not self.kd_temperature > 0 or not 0 <= self.kd_alpha <= 1:
+            raise UserError(f"the KD temperature must be positive and its weight in [0, 1], got "
+                            f"{self.kd_temperature} and {self.kd_alpha}")
         if self.schedule == "plateau" and self.val_every != 1:
             raise UserError("train.val_every must be 1 with the plateau schedule (it reads every epoch's error)")
 
