@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--clip", type=float, default=None, help="gradient clipping (default: the preset's)")
     ap.add_argument("--free", action="append", default=None,
                     help="free widths, comma-separated (repeat for a grid; default: the middle of the ranges)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="models per cell (seeds students.seed + 0..N-1, as the study's repeats)")
     ap.add_argument("--out", default="runs/student-lr")
     args = ap.parse_args()
     configure_threads()  # as the CLI does: explicit thread count
@@ -61,7 +63,8 @@ def main() -> None:
     for family in args.families.split(","):
         for free in frees:
             for lr in (float(v) for v in args.lrs.split(",")):
-                table.append(_train(args, cfg, ds, data, transfer, device, family, budget, free, lr, clip))
+                for r in range(args.repeats):
+                    table.append(_train(args, cfg, ds, data, transfer, device, family, budget, free, lr, clip, r))
     print("\nmean validation accuracy over families:")
     for free in frees:
         for lr in sorted({row["lr"] for row in table}):
@@ -75,12 +78,13 @@ def _widths(free: tuple) -> str:
     return ",".join(map(str, free)) or "mid-range"
 
 
-def _train(args, cfg, ds, data, transfer, device, family, budget, free, lr, clip) -> dict:
-    tcfg = replace(student_train_config(cfg, args.loss, 0), lr=lr, grad_clip=clip)
+def _train(args, cfg, ds, data, transfer, device, family, budget, free, lr, clip, repeat=0) -> dict:
+    tcfg = replace(student_train_config(cfg, args.loss, repeat), lr=lr, grad_clip=clip)
     setting = StudentSetting(family, budget, args.loss, free=free)
     spec = setting.solved(ds.image_size, ds.num_classes).spec
-    out = Path(args.out) / f"{spec}-{args.loss}-lr{lr:g}-clip{clip:g}"
-    row = {"family": family, "free": list(free), "spec": spec, "loss": args.loss, "lr": lr, "clip": clip}
+    out = Path(args.out) / (f"{spec}-{args.loss}-lr{lr:g}-clip{clip:g}" + (f"-r{repeat}" if repeat else ""))
+    row = {"family": family, "free": list(free), "spec": spec, "loss": args.loss, "lr": lr, "clip": clip,
+           "repeat": repeat}
     head = f"{family:6s} {spec:<34s} {args.loss:5s} lr {lr:<7g} clip {clip:<4g}"
     try:
         r = train_student(ds, transfer, setting, tcfg, out, device, cfg.data, progress=False, data=data,
