@@ -100,8 +100,9 @@ def test_quick_preset_names_its_deviations():
 
     text = " | ".join(deviations(load_study("quick")))
     for needle in ("batch norm", "label smoothing", "triangular schedule", "no teacher search", "3 teachers",
-                   "8 epochs of 20000 images", "linear schedule", "gradient-norm clipping for mimic",
-                   "budgets 100k, 300k"):
+                   "8 epochs of 16000 images", "linear schedule", "gradient-norm clipping for mimic",
+                   "budgets 100k, 300k", "students conv2@300k, conv3@300k are not trained",
+                   "hard-label twins of conv1, conv4 only"):
         assert needle in text, needle
     assert "averaged over test-time augmentations" not in text  # the quick ensemble labels each image once
     flip = " | ".join(deviations(quick(['transfer.tta="flip"'])))
@@ -203,7 +204,7 @@ def test_hard_label_settings_can_have_fewer_models():
 
     def counts(overrides):
         names = [j.name for j in plan(quick(overrides), Path("runs/x"), {"d": 1})["students"]]
-        return tuple(sum(n.startswith(f"conv2-100k-{loss}") for n in names) for loss in ("mimic", "hard"))
+        return tuple(sum(n.startswith(f"conv4-100k-{loss}") for n in names) for loss in ("mimic", "hard"))
 
     assert counts(["students.repeats=2", "students.hard_repeats=0"]) == (2, 2)
     assert counts(["students.repeats=2", "students.hard_repeats=1"]) == (2, 1)

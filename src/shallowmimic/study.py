@@ -293,6 +293,11 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if clipped:
         out.append("gradient-norm clipping for " + ", ".join(f"{loss} students at {s.grad_clip[loss]:g}"
                                                              for loss in clipped) + " (not in the paper)")
+    if s.omit:
+        out.append(f"students {', '.join(s.omit)} are not trained (students.omit; the paper trains every "
+                   "family at every budget)")
+    if s.hard_budgets and s.hard_families and set(s.hard_families) != {"conv1", "conv2", "conv3", "conv4"}:
+        out.append(f"hard-label twins of {', '.join(s.hard_families)} only (the paper: 1-4 conv, Table 1)")
     off = [b for b in s.budgets + s.hard_budgets if parse_budget(b) not in PAPER_BUDGETS.values()]
     if off:
         out.append(f"budgets {', '.join(dict.fromkeys(off))} are not the paper's (1M, 3.16M, 10M, 31.6M)")
