@@ -31,6 +31,18 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mask):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_a_safetensors_file_keeps_the_umask(tmp_path, umask, mask):
+    """safetensors 0.8 replaces the file it writes with one of mode 0600, whatever was there."""
+    import torch
+    from safetensors.torch import save_file
+
+    umask(mask)
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_a_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError), atomic_path(tmp_path / "c.json") as tmp:
         tmp.write_text("half")

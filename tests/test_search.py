@@ -138,7 +138,7 @@ def finish(proc, timeout=300):
 
 
 def check_study(storage, out, n):
-    study = optuna.load_study(study_name=tuning.teacher_study_name(2), storage=storage)
+    study = optuna.load_study(study_name=tuning.teacher_study_name(2), storage=with_driver(storage))
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert len(done) == n
     assert len({t.number for t in done}) == n
@@ -230,7 +230,7 @@ def test_killed_worker_trial_is_failed_and_study_completes(tmp_path, tiny_npz):
     victim.wait()
     survivor = worker(tiny_npz, out, storage, 4, epochs=6)
     finish(survivor)
-    study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=storage)
+    study = optuna.load_study(study_name=tuning.teacher_study_name(6), storage=with_driver(storage))
     states = {t.number: t.state for t in study.get_trials()}
     assert states[victim_trial] == TrialState.FAIL
     assert list(states.values()).count(TrialState.COMPLETE) == 4

@@ -14,6 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from shallowmimic.search import with_driver
+
 from .test_search import storage_for
 
 # The smoke study on tiny synthetic data: 2 teachers, the ensemble, the transfer set (2 shards and
@@ -65,7 +67,7 @@ def findings(out) -> list[str]:
 
 def queue(out, storage=None):
     url = storage or f"sqlite:///{(Path(out) / 'studies.db').resolve()}"
-    return optuna.load_study(study_name=f"jobs:{Path(out).resolve()}", storage=url)
+    return optuna.load_study(study_name=f"jobs:{Path(out).resolve()}", storage=with_driver(url))
 
 
 def assert_each_job_done_once(out, storage=None):

@@ -26,12 +26,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    # mkstemp creates 0600; a file made by open() gets 0666 less the umask, and so should this
-    # one, or a study directory shared by a group is unreadable to the others
-    os.chmod(tmp, 0o666 & ~current_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600, and so do writers that replace the file themselves (safetensors
+        # 0.8); a file made by open() gets 0666 less the umask, and so should this one, or a
+        # study directory shared by a group is unreadable to the others
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -159,13 +159,15 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, sampler: str = "
                                 sampler=make_sampler(sampler, startup, seed))
     attrs = study.user_attrs
     if "sampler" not in attrs:
-        study.set_user_attr("sampler", sampler)
+        # "sampler" is written last: a worker joining between these writes (PostgreSQL does not
+        # serialize them) sees either no record or a whole one
         study.set_user_attr("sampler_class", sampler_class(study.sampler))
         study.set_user_attr("sampler_seeding", "per trial: sha256(seed:trial number)")
         study.set_user_attr("n_startup_trials", startup)
         study.set_user_attr("objective", "validation error")
+        study.set_user_attr("sampler", sampler)
     elif (attrs["sampler"], attrs.get("n_startup_trials")) != (sampler, startup):
-        study.sampler = make_sampler(attrs["sampler"], attrs["n_startup_trials"], seed)
+        study.sampler = make_sampler(attrs["sampler"], attrs.get("n_startup_trials", startup), seed)
     return study
 
 
