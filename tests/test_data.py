@@ -42,6 +42,21 @@ def test_directory_archive_and_npz_load_identically(tiny, tiny_npz, tiny_batches
         assert d.x_train.dtype == np.uint8 and d.y_train.dtype == np.int64
 
 
+def test_data_digest_is_the_content(tiny, tiny_npz, tiny_batches, tiny_tar, tmp_path):
+    """Issue 21 item 1: the data's identity is what it holds; a path, a format or a copy elsewhere
+    is the same data, one changed pixel or label is not."""
+    digests = {load_dataset(p).digest for p in (tiny_batches, tiny_tar, tiny_npz)}
+    moved = tmp_path / "moved.npz"
+    shutil.copy(tiny_npz, moved)
+    assert digests == {load_dataset(moved).digest} and len(digests.pop()) == 64
+    pixel = {**tiny, "x_train": tiny["x_train"].copy()}
+    pixel["x_train"][0, 0, 0, 0] ^= 1
+    label = {**tiny, "y_train": (tiny["y_train"] + 1) % 10}
+    for i, arrays in enumerate((pixel, label)):
+        np.savez(tmp_path / f"{i}.npz", **arrays)
+        assert load_dataset(tmp_path / f"{i}.npz").digest != load_dataset(moved).digest
+
+
 def test_parent_directory_of_batches_is_accepted(tiny_batches):
     assert load_dataset(tiny_batches.parent).kind == "cifar-dir"
 

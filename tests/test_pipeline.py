@@ -3,11 +3,14 @@
 import csv
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from shallowmimic.cli import main
+from shallowmimic.download import ENV_DATA
 from shallowmimic.io import current_umask
 
 
@@ -105,6 +108,26 @@ def test_rerun_does_no_training(smoke):
     r = run("run", "--preset", "smoke", "--out", out, *data, "--device", "cpu", "--no-progress", "--no-report")
     assert r.exit_code == 0 and "left to another worker" in r.output, r.output
     assert (out / "report" / "report.md").stat().st_mtime_ns == report  # run.json only
+
+
+def test_the_same_data_by_another_path_trains_nothing(smoke, tmp_path, monkeypatch):
+    """Issue 21 item 1: every job's key held the data's path as typed, so the same file by a
+    relative path, copied elsewhere, or found through SHALLOWMIMIC_DATA trained everything again."""
+    out, _, data, _ = smoke
+    path, rest = Path(data[1]).resolve(), data[2:]
+    copy = tmp_path / "elsewhere" / path.name
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    before = mtimes(out)
+    monkeypatch.chdir(path.parent)
+    for args, env in ((["--data", path.name], None), (["--data", copy], None), ([], copy)):
+        if env:
+            monkeypatch.setenv(ENV_DATA, str(env))
+        r = run("run", "--preset", "smoke", "--out", out, *args, *rest, "--device", "cpu", "--no-progress",
+                "--no-report")
+        assert r.exit_code == 0, r.output
+        assert "teachers    2/2 done" in r.output and "students    6/6 done" in r.output, r.output
+    assert mtimes(out) == before
 
 
 def test_changed_setting_recomputes_only_what_depends_on_it(smoke):

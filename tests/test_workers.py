@@ -4,6 +4,7 @@ exactly once), survive a killed worker, and end with the report of a single-proc
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from shallowmimic.layout import queue_name, read_study_id
 from shallowmimic.search import with_driver
 
 from .test_search import storage_for
@@ -37,13 +39,13 @@ def data(tmp_path_factory):
     return path
 
 
-def start(data, out, *sets, log: Path | None = None):
+def start(data, out, *sets, log: Path | None = None, cwd: Path | None = None):
     args = ["run", "--preset", "smoke", "--out", str(out), "--data", str(data), "--device", "cpu", "--no-progress"]
     args += [a for s in (*SETS, *sets) for a in ("--set", s)]
     log = log or Path(out).with_name(Path(out).name + f"-{time.monotonic_ns()}.log")
     env = {**os.environ, "SHALLOWMIMIC_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "shallowmimic", *args], stdout=open(log, "w"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, env=env), log
+                            stderr=subprocess.STDOUT, env=env, cwd=cwd), log
 
 
 def finish(proc_log, timeout=600):
@@ -67,7 +69,7 @@ def findings(out) -> list[str]:
 
 def queue(out, storage=None):
     url = storage or f"sqlite:///{(Path(out) / 'studies.db').resolve()}"
-    return optuna.load_study(study_name=f"jobs:{Path(out).resolve()}", storage=with_driver(url))
+    return optuna.load_study(study_name=queue_name(read_study_id(out)), storage=with_driver(url))
 
 
 def assert_each_job_done_once(out, storage=None):
@@ -98,6 +100,22 @@ def test_three_workers_train_every_job_once_and_match_a_single_run(data, single,
     assert findings(out) == findings(single)
     per_worker = json.loads((out / "run.json").read_text())["jobs_per_worker"]
     assert sum(per_worker.values()) == N_JOBS
+
+
+def test_workers_through_other_paths_to_the_study_and_the_data_divide_its_jobs(data, single, tmp_path):
+    """Issue 21 item 1: the queue was named after the study directory's path and every job's key
+    held the data's path as typed, so a worker through a symbolic link to the study, given the
+    same data at another place by a relative path, trained the whole study a second time."""
+    out, link, mount = tmp_path / "study", tmp_path / "link", tmp_path / "mount"
+    out.mkdir()
+    mount.mkdir()
+    link.symlink_to(out, target_is_directory=True)
+    shutil.copy(data, mount / "d.npz")
+    procs = [start(data, out, log=tmp_path / "a.log"), start("d.npz", link, log=tmp_path / "b.log", cwd=mount)]
+    for p in procs:
+        finish(p)
+    assert len(assert_each_job_done_once(out)) == 2  # both worked, and no job twice
+    assert results(out) == results(single)
 
 
 def running_students(out, pid: int) -> list:

@@ -6,7 +6,9 @@ Nothing downstream assumes 10 classes or 32 pixels; those come from the data.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -45,6 +47,19 @@ class Dataset:
     @property
     def image_size(self) -> int:
         return int(self.x_train.shape[1])
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """sha256 of what the data is (images, labels, class names), never of where it lies: the
+        same file by a relative or an absolute path, moved, cached, or mounted elsewhere on
+        another node is the same data, so its jobs are the same jobs."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+        h.update("\n".join(self.class_names).encode())
+        return h.hexdigest()
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:

@@ -38,6 +38,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def create_once(path: str | Path, text: str) -> str:
+    """Write `text` to `path` unless it exists, and return what `path` holds: of workers racing
+    to create it, the first wins (a hard link never replaces a file) and all read its text."""
+    path = Path(path)
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.write(fd, (text + "\n").encode())
+            os.fchmod(fd, 0o666 & ~current_umask())
+            os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
 def current_umask() -> int:
     """The process umask, read without setting it (os.umask would change it for every thread
     for a moment)."""

@@ -13,6 +13,19 @@ PROGRESS = "progress.json"  # where a training is inside an epoch
 WORKERS_ENV = "SHALLOWMIMIC_WORKERS"  # how many workers `run --workers N` started (for the estimate)
 
 
-def queue_name(out: Path) -> str:
-    """The name of the study's job queue (an Optuna study in its storage)."""
-    return f"jobs:{Path(out).resolve()}"
+STUDY_ID = "study.id"  # the study's identity, made once by its first worker: names its job queue
+
+
+def queue_name(identity: str) -> str:
+    """The name of the study's job queue (an Optuna study in its storage), from the identity the
+    study directory records, so that workers reaching it by other paths (a symbolic link, another
+    node's mount point) share one queue."""
+    return f"jobs:{identity}"
+
+
+def read_study_id(out: Path) -> str | None:
+    """The identity a study directory records; None before its first run made one."""
+    try:
+        return (Path(out) / STUDY_ID).read_text().strip() or None
+    except OSError:
+        return None

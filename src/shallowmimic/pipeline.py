@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -38,9 +39,9 @@ from .ensemble import Ensemble, build_ensemble, read_manifest
 from .errors import UserError
 from .inference import CSV_NAME as INFERENCE_CSV
 from .inference import Export, measure_study
-from .io import provenance, read_json, write_json
+from .io import create_once, provenance, read_json, write_json
 from .jobs import JobQueue, open_queue
-from .layout import PLAN_JSON, RUN_JSON, WORKERS_ENV, queue_name
+from .layout import PLAN_JSON, RUN_JSON, STUDY_ID, WORKERS_ENV, queue_name
 from .models import load_model
 from .planning import (
     FAILED,
@@ -159,7 +160,9 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
 
 
 def data_identity(ds, split, fingerprint: str) -> dict:
-    return {"source": ds.source, "n_train": len(ds.x_train), "split": asdict(split), "fingerprint": fingerprint}
+    """What every job's key holds of the data: its content and the split, never its path (the
+    path is recorded in run.json, as a record)."""
+    return {"content": ds.digest, "n_train": len(ds.x_train), "split": asdict(split), "fingerprint": fingerprint}
 
 
 def cost_of(cfg: StudyConfig, out: Path, jobs: dict[str, list[Job]], ds, device, workers: int,
@@ -198,7 +201,9 @@ def dry_run(cfg: StudyConfig, out: Path, data_path=None, workers: int = 1, echo=
 def job_queue(cfg: StudyConfig, out: Path, echo=click.echo) -> JobQueue:
     """The study's job queue, in the searches' storage (search.storage, else RUN/studies.db)."""
     storage = make_storage(storage_url(cfg.search.storage or None, out), cfg.search.heartbeat)
-    return JobQueue(open_queue(storage, queue_name(out)), out, log=echo)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = create_once(out / STUDY_ID, uuid.uuid4().hex)
+    return JobQueue(open_queue(storage, queue_name(identity)), out, log=echo)
 
 
 def _search_config(cfg: StudyConfig, trials: int) -> SearchConfig:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .layout import DEFAULT_DB, METRICS, PLAN_JSON, PROGRESS, RUN_JSON, queue_name
+from .layout import DEFAULT_DB, METRICS, PLAN_JSON, PROGRESS, RUN_JSON, queue_name, read_study_id
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,11 @@ def _running(storage, out: Path) -> list[tuple[str, str]]:
 
     from .jobs import JOB
 
+    identity = read_study_id(out)
+    if identity is None:
+        return []
     return [(t.user_attrs.get("worker", "?"), t.user_attrs[JOB].rsplit("#", 1)[0])
-            for t in _trials(storage, queue_name(out), (TrialState.RUNNING,)) if JOB in t.user_attrs]
+            for t in _trials(storage, queue_name(identity), (TrialState.RUNNING,)) if JOB in t.user_attrs]
 
 
 def _search(storage, out: Path, job: dict) -> tuple[float, list[tuple[str, str]]]:
