@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from shallowmimic.io import atomic_path, current_umask, write_json
+from shallowmimic.io import atomic_path, create_once, current_umask, write_json
 
 
 @pytest.fixture
@@ -63,3 +63,11 @@ def test_provenance_records_the_versions_and_whether_the_tree_was_clean(monkeypa
         monkeypatch.setattr(io, "_git", lambda *a, s=status: s)
         assert io.git_dirty() is dirty
     io.git_dirty.cache_clear()
+
+
+def test_create_once_keeps_the_first_text_and_leaves_no_temporary(tmp_path, umask):
+    umask(0o002)
+    assert create_once(tmp_path / "study.id", "a") == "a"
+    assert create_once(tmp_path / "study.id", "b") == "a"
+    assert [p.name for p in tmp_path.iterdir()] == ["study.id"]
+    assert (tmp_path / "study.id").stat().st_mode & 0o777 == 0o664
