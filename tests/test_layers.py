@@ -25,33 +25,98 @@ LEVEL = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
 PACKAGE = Path(shallowmimic.__file__).parent
 
 
-def imported(path: Path) -> set[str]:
+def modules(root: Path) -> dict[str, Path]:
+    """Every module under `root`, by its dotted name inside the package ("arch", "data.loaders";
+    a package by the name of its folder)."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def imported(path: Path, name: str, package: str, known: set[str]) -> set[str]:
+    """The package's own modules that module `name` imports, relative (any depth) or absolute,
+    at its top or inside a function, as dotted names inside the package."""
+    here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                names.add(node.module.split(".")[0])
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join([*here[: len(here) - node.level + 1], *([node.module] if node.module else [])])
+                base = f"{package}.{base}".rstrip(".")
             else:
-                names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("shallowmimic."):
-            names.add(node.module.split(".")[1])
+                base = node.module or ""
+            targets = [f"{base}.{a.name}" for a in node.names]  # `from .x import f`: x, if f is no module
+        else:
+            continue
+        for t in targets:
+            if not t.startswith(package + "."):
+                continue
+            t = t[len(package) + 1:]
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                names.add(t)
     return names
 
 
+def layer_of(module: str, level: dict[str, int]) -> int | None:
+    """A module's layer: that of its top folder (a subpackage) or, in the flat layout, its own."""
+    top = module.split(".")[0]
+    return level.get(top, level.get(module.rpartition(".")[2]))
+
+
+def upward_imports(root: Path, package: str, level: dict[str, int], skip=()) -> list[str]:
+    found = modules(root)
+    bad = []
+    for name, path in found.items():
+        mine = layer_of(name, level)
+        if name in skip or mine is None:
+            continue
+        for other in imported(path, name, package, set(found)):
+            theirs = layer_of(other, level)
+            if theirs is not None and theirs > mine:
+                bad.append(f"{name} (layer {mine}) imports {other} (layer {theirs})")
+    return sorted(bad)
+
+
 def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    assert modules - set(LEVEL) == set(), "place new modules in a layer (here and in docs/ARCHITECTURE.md)"
+    unplaced = {m for m in modules(PACKAGE) if layer_of(m, LEVEL) is None}
+    assert unplaced == set(), "place new modules in a layer (here and in docs/ARCHITECTURE.md)"
 
 
 def test_lower_layers_never_import_higher_ones():
-    bad = []
-    for path in PACKAGE.glob("*.py"):
-        if path.stem in ("cli", "bench", "__main__", "__init__"):
-            continue
-        for name in imported(path):
-            if name in LEVEL and LEVEL[name] > LEVEL[path.stem]:
-                bad.append(f"{path.stem} ({LAYERS[LEVEL[path.stem]][0]}) imports {name} ({LAYERS[LEVEL[name]][0]})")
-    assert bad == []
+    assert upward_imports(PACKAGE, "shallowmimic", LEVEL, skip={"cli", "bench", "__main__", "__init__"}) == []
+
+
+def test_the_layer_check_sees_nested_and_absolute_imports(tmp_path):
+    """Issue 22 item 1: the check must see an upward import however it is written, in a nested
+    package too (it once read only `from .x import` in one folder's files)."""
+    root = tmp_path / "pkg"
+    files = {
+        "__init__.py": "",
+        "low/__init__.py": "from .core import f\n",
+        "low/core.py": "def f():\n    from ..high.top import g  # upward, relative, two levels, lazy\n",
+        "low/other.py": "import pkg.high.top\nfrom pkg.low import core\n",  # upward absolute; sideways
+        "low/fine.py": "from . import core\nfrom .core import f\n",
+        "high/__init__.py": "",
+        "high/top.py": "from pkg.low.core import f\ndef g():\n    pass\n",  # downward: allowed
+        "flat.py": "from .high import top\n",  # the flat layout: a module as its own layer
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    level = {"low": 0, "flat": 0, "high": 1}
+    assert upward_imports(root, "pkg", level) == [
+        "flat (layer 0) imports high.top (layer 1)",
+        "low.core (layer 0) imports high.top (layer 1)",
+        "low.other (layer 0) imports high.top (layer 1)",
+    ]
 
 
 def test_training_flops_are_counted_exactly_for_a_linear_model():
