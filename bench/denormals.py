@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 
-from shallowmimic.bench import format_table
+from shallowmimic.cli.bench import format_table
 
 CHILD = r"""
 import json, sys, time
@@ -26,10 +26,10 @@ flush = sys.argv[1] == "on"
 if flush:
     torch.set_flush_denormal(True)  # first, as configure_threads does: threads inherit it
 from pathlib import Path
-from shallowmimic.batches import AugmentedBatches, predict_logits
-from shallowmimic.data import load_dataset
-from shallowmimic.device import autocast, machine_reference
-from shallowmimic.models import load_model
+from shallowmimic.training.batches import AugmentedBatches, predict_logits
+from shallowmimic.data.sources import load_dataset
+from shallowmimic.core.device import autocast, machine_reference
+from shallowmimic.models.store import load_model
 
 device = torch.device("cpu")
 ds = load_dataset(Path(sys.argv[2]))

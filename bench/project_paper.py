@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 
-from shallowmimic.arch import parse_spec
-from shallowmimic.budget import parse_budget
-from shallowmimic.families import STUDENT_OPTIONS, STUDENTS, default_free, get_teacher, solve_student
-from shallowmimic.flops import train_flops_per_image
-from shallowmimic.models import ModelSpec
-from shallowmimic.study import load_study
+from shallowmimic.models.budget import parse_budget
+from shallowmimic.models.families import STUDENT_OPTIONS, STUDENTS, default_free, get_teacher, solve_student
+from shallowmimic.models.flops import train_flops_per_image
+from shallowmimic.models.notation import parse_spec
+from shallowmimic.models.store import ModelSpec
+from shallowmimic.study.config import load_study
 
 H200_BF16_PEAK = 989e12
 

@@ -15,14 +15,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from shallowmimic.arch import with_tta
-from shallowmimic.bench import TEACHER_COLUMNS, format_table
-from shallowmimic.data import load_dataset
-from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
-from shallowmimic.families import TEACHERS
-from shallowmimic.layout import METRICS
-from shallowmimic.models import load_model
-from shallowmimic.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+from shallowmimic.cli.bench import TEACHER_COLUMNS, format_table
+from shallowmimic.core.device import configure_threads, machine_reference, resolve_device, set_precision
+from shallowmimic.core.layout import METRICS
+from shallowmimic.data.sources import load_dataset
+from shallowmimic.models.families import TEACHERS
+from shallowmimic.models.layers import with_tta
+from shallowmimic.models.store import load_model
+from shallowmimic.training.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
 
 FAST = TEACHERS["fast"]
 ABLATIONS = {
@@ -67,7 +67,7 @@ def main() -> None:
                      "test_acc": 100 * r["test_acc"]})
         print(format_table(rows[-1:], TEACHER_COLUMNS), flush=True)
     if "full" in names:  # test-time augmentation of the full recipe's model: evaluation only
-        from shallowmimic.batches import evaluate
+        from shallowmimic.training.batches import evaluate
 
         out = Path(args.out) / f"full-{args.epochs}ep"
         set_precision(args.precision)

@@ -14,19 +14,19 @@ import argparse
 import time
 from pathlib import Path
 
-from shallowmimic.arch import with_tta
-from shallowmimic.budget import parse_budget
-from shallowmimic.config import from_dict
-from shallowmimic.data import load_dataset
-from shallowmimic.device import configure_threads, machine_reference, resolve_device, set_precision
-from shallowmimic.ensemble import Ensemble, read_manifest
-from shallowmimic.io import read_json
-from shallowmimic.models import load_model
-from shallowmimic.planning import student_train_config
-from shallowmimic.students import StudentSetting, train_student
-from shallowmimic.study import StudyConfig
-from shallowmimic.teachers import split_tensors
-from shallowmimic.transfer import TransferConfig, generate
+from shallowmimic.core.config import from_dict
+from shallowmimic.core.device import configure_threads, machine_reference, resolve_device, set_precision
+from shallowmimic.core.files import read_json
+from shallowmimic.data.sources import load_dataset
+from shallowmimic.distill.ensemble import Ensemble, read_manifest
+from shallowmimic.distill.students import StudentSetting, train_student
+from shallowmimic.distill.transfer import TransferConfig, generate
+from shallowmimic.models.budget import parse_budget
+from shallowmimic.models.layers import with_tta
+from shallowmimic.models.store import load_model
+from shallowmimic.study.config import StudyConfig
+from shallowmimic.study.planning import student_train_config
+from shallowmimic.training.teachers import split_tensors
 
 
 def main() -> None:

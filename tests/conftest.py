@@ -83,7 +83,7 @@ def real_data() -> Path:
 @pytest.fixture(autouse=True)
 def _fp32_by_default():
     """Unit tests run in float32 unless they ask otherwise (the CLI sets the run's precision)."""
-    from shallowmimic.device import set_precision
+    from shallowmimic.core.device import set_precision
 
     set_precision("fp32")
     yield

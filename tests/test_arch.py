@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from shallowmimic.arch import BuildOptions, FlatLinear, build, count_params, format_spec, parse_spec
-from shallowmimic.errors import UserError
+from shallowmimic.core.errors import UserError
+from shallowmimic.models.layers import FlatLinear, build
+from shallowmimic.models.notation import BuildOptions, count_params, format_spec, parse_spec
 
 PAPER_TEACHERS = [
     ("76c2-mp-126c2-mp-148c4-mp-1200fc2", 5_339_350, "5.3M"),

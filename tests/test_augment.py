@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from shallowmimic import augment as A
-from shallowmimic.preprocess import make_split, standardize, to_float
+from shallowmimic.augment import transforms as A
+from shallowmimic.data.split import make_split, standardize, to_float
 
 
 def images(n=64, size=32, seed=0):
@@ -130,7 +130,7 @@ def test_split_is_deterministic_disjoint_and_complete():
 
 
 def test_split_size_validated():
-    from shallowmimic.errors import UserError
+    from shallowmimic.core.errors import UserError
 
     with pytest.raises(UserError, match="validation size"):
         make_split(100, 100)

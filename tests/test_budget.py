@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from shallowmimic.arch import build
-from shallowmimic.budget import PAPER_BUDGETS, parse_budget, solve_width
-from shallowmimic.errors import UserError
-from shallowmimic.families import (
+from shallowmimic.core.errors import UserError
+from shallowmimic.models.budget import PAPER_BUDGETS, parse_budget, solve_width
+from shallowmimic.models.families import (
     STUDENT_OPTIONS,
     STUDENTS,
     TEACHERS,
@@ -19,6 +18,7 @@ from shallowmimic.families import (
     solve_student,
     teacher_spec,
 )
+from shallowmimic.models.layers import build
 
 
 @pytest.mark.parametrize("family", list(STUDENTS))

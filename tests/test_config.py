@@ -4,8 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from shallowmimic.cli import main
-from shallowmimic.errors import UserError
-from shallowmimic.study import load_study
+from shallowmimic.core.errors import UserError
+from shallowmimic.study.config import load_study
 
 
 def run(*args):
@@ -25,7 +25,7 @@ def test_fixed_value_fields_are_checked_when_loaded(override, message):
 
 
 def test_train_config_refuses_unknown_schedule_and_loss():
-    from shallowmimic.train import TrainConfig
+    from shallowmimic.training.loop import TrainConfig
 
     with pytest.raises(UserError, match="train.schedule"):
         TrainConfig(schedule="cosine")
@@ -34,7 +34,7 @@ def test_train_config_refuses_unknown_schedule_and_loss():
 
 
 def test_schedules_all_have_a_rate():
-    from shallowmimic.schedule import SCHEDULES, scheduled_lr
+    from shallowmimic.training.schedule import SCHEDULES, scheduled_lr
 
     assert all(scheduled_lr(s, 0.5, 0.1, 0.25) > 0 for s in SCHEDULES)
     with pytest.raises(ValueError):
@@ -42,10 +42,10 @@ def test_schedules_all_have_a_rate():
 
 
 def test_cli_choices_come_from_the_registries():
-    from shallowmimic.families import TEACHERS
-    from shallowmimic.losses import LOSSES
-    from shallowmimic.schedule import SCHEDULES
-    from shallowmimic.spaces import SAMPLERS
+    from shallowmimic.models.families import TEACHERS
+    from shallowmimic.models.spaces import SAMPLERS
+    from shallowmimic.training.losses import LOSSES
+    from shallowmimic.training.schedule import SCHEDULES
 
     def choices(*command):
         ctx = main.make_context("shallowmimic", [*command, "--help"], resilient_parsing=True)
@@ -175,7 +175,7 @@ def test_one_seed_sets_every_seed_and_an_explicit_set_still_wins():
     # every field named "seed" in the config is one of SEEDS (a new stage's seed is not forgotten)
     from dataclasses import asdict
 
-    from shallowmimic.study import SEEDS, StudyConfig
+    from shallowmimic.study.config import SEEDS, StudyConfig
 
     def seeds(d, prefix=""):
         for k, v in d.items():
@@ -188,7 +188,7 @@ def test_one_seed_sets_every_seed_and_an_explicit_set_still_wins():
 
 
 def test_kd_temperature_and_weight_are_config_fields_that_reach_the_trainer():
-    from shallowmimic.planning import student_train_config
+    from shallowmimic.study.planning import student_train_config
 
     cfg = load_study("quick", ["students.kd_temperature=2.5", "students.kd_alpha=0.5"])
     train = student_train_config(cfg, "kd", 0)
@@ -201,10 +201,11 @@ def test_kd_temperature_and_weight_are_config_fields_that_reach_the_trainer():
 def test_one_function_decides_the_default_clip_for_every_entry_point(tiny_npz, tmp_path, monkeypatch):
     """Issue 21 item 4: `tune student` clipped at 5 for every loss, `student train` used the
     per-loss default, `run` the preset's."""
-    from shallowmimic import students, tuning
-    from shallowmimic.losses import GRAD_CLIP, default_grad_clip
-    from shallowmimic.planning import student_train_config
-    from shallowmimic.study import LossClip
+    from shallowmimic.distill import students
+    from shallowmimic.study import tuning
+    from shallowmimic.study.config import LossClip
+    from shallowmimic.study.planning import student_train_config
+    from shallowmimic.training.losses import GRAD_CLIP, default_grad_clip
 
     seen = {}
     monkeypatch.setattr(students, "train_student", lambda ds, t, setting, cfg, *a, **k: seen.update(train=cfg))

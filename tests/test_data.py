@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shallowmimic import download as dl
 from shallowmimic.cli import main
-from shallowmimic.data import load_dataset
-from shallowmimic.errors import DataError
+from shallowmimic.core.errors import DataError
+from shallowmimic.data import download as dl
+from shallowmimic.data.sources import load_dataset
 
 from .conftest import tiny_arrays
 

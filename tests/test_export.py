@@ -7,11 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shallowmimic.arch import BuildOptions
-from shallowmimic.checkpoint import BEST, save_weights
-from shallowmimic.errors import UserError
-from shallowmimic.families import STUDENTS, TEACHERS, default_free, solve_student
-from shallowmimic.models import ModelSpec, save_model_spec
+from shallowmimic.core.errors import UserError
+from shallowmimic.models.checkpoint import BEST, save_weights
+from shallowmimic.models.families import STUDENTS, TEACHERS, default_free, solve_student
+from shallowmimic.models.notation import BuildOptions
+from shallowmimic.models.store import ModelSpec, save_model_spec
 
 onnx = pytest.importorskip("onnx")  # installed by the README's commands and in CI
 ort = pytest.importorskip("onnxruntime")
@@ -52,7 +52,7 @@ def tiny_ensemble(tmp_path):
 
 @pytest.mark.parametrize("family", list(STUDENTS))
 def test_every_student_family_exports_and_matches_pytorch(tmp_path, family):
-    from shallowmimic.export import export_onnx
+    from shallowmimic.deploy.export import export_onnx
 
     r = export_onnx(tiny_student(tmp_path, family), IMAGES, LABELS)
     assert r["max_abs_logit_diff"] <= 1e-4 and r["images"] == len(IMAGES) and r["onnx_acc"] == r["torch_acc"]
@@ -64,8 +64,8 @@ def test_every_student_family_exports_and_matches_pytorch(tmp_path, family):
 
 
 def test_batch_axis_is_dynamic_and_preprocessing_is_inside(tmp_path):
-    from shallowmimic.export import export_onnx, load_deployable, session
-    from shallowmimic.preprocess import standardize, to_float
+    from shallowmimic.data.split import standardize, to_float
+    from shallowmimic.deploy.export import export_onnx, load_deployable, session
 
     d = tiny_student(tmp_path, "conv2")
     path = export_onnx(d, IMAGES, LABELS)["path"]
@@ -78,7 +78,7 @@ def test_batch_axis_is_dynamic_and_preprocessing_is_inside(tmp_path):
 
 
 def test_teacher_with_tta_and_the_ensemble_export_as_one_graph(tmp_path):
-    from shallowmimic.export import export_onnx, load_deployable
+    from shallowmimic.deploy.export import export_onnx, load_deployable
 
     ens = tiny_ensemble(tmp_path)
     member = export_onnx(tmp_path / "t0", IMAGES, LABELS)
@@ -89,7 +89,7 @@ def test_teacher_with_tta_and_the_ensemble_export_as_one_graph(tmp_path):
     x = torch.from_numpy(IMAGES[:4])
     members = [load_deployable(tmp_path / f"t{i}")[0] for i in range(2)]
     expected = torch.stack([m(x) for m in members]).mean(0).detach().numpy()
-    from shallowmimic.export import session
+    from shallowmimic.deploy.export import session
 
     np.testing.assert_allclose(session(r["path"]).run(None, {"images": IMAGES[:4]})[0], expected, atol=1e-4)
 
@@ -98,7 +98,7 @@ def test_tampered_graph_wrong_images_and_broken_file_are_one_line_errors(tmp_pat
     from onnx import numpy_helper
 
     from shallowmimic.cli import main
-    from shallowmimic.export import check_existing, export_onnx
+    from shallowmimic.deploy.export import check_existing, export_onnx
 
     d = tiny_student(tmp_path, "conv1")
     path = export_onnx(d, IMAGES, LABELS)["path"]
@@ -125,7 +125,7 @@ def test_tampered_graph_wrong_images_and_broken_file_are_one_line_errors(tmp_pat
 
 
 def test_a_failed_check_leaves_no_file(tmp_path, monkeypatch):
-    import shallowmimic.export as export
+    import shallowmimic.deploy.export as export
 
     d = tiny_student(tmp_path, "mlp1")
     monkeypatch.setattr(export, "TOLERANCE", -1.0)
@@ -136,19 +136,19 @@ def test_a_failed_check_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_not_a_model_directory(tmp_path):
-    from shallowmimic.export import export_onnx
+    from shallowmimic.deploy.export import export_onnx
 
     with pytest.raises(UserError, match="neither a model directory"):
         export_onnx(tmp_path, IMAGES, LABELS)
 
 
 def test_inference_row_counts_flops_and_times_both_runtimes(tmp_path):
-    from shallowmimic.inference import measure, measure_study, read_inference
+    from shallowmimic.deploy.inference import measure, measure_study, read_inference
 
     d = tiny_student(tmp_path, "conv2")
     row = measure(d, IMAGES, LABELS, runs=100)
-    from shallowmimic.export import load_deployable
-    from shallowmimic.flops import inference_flops_per_image
+    from shallowmimic.deploy.export import load_deployable
+    from shallowmimic.models.flops import inference_flops_per_image
 
     model, _ = load_deployable(d)
     assert row["mflops"] == pytest.approx(inference_flops_per_image(model, torch.from_numpy(IMAGES[:2])) / 1e6)
@@ -165,7 +165,7 @@ def test_inference_row_counts_flops_and_times_both_runtimes(tmp_path):
 
 
 def test_models_of_one_architecture_are_timed_once(tmp_path, monkeypatch):
-    import shallowmimic.inference as inference
+    import shallowmimic.deploy.inference as inference
 
     spec = solve_student(STUDENTS["conv2"], 20_000, default_free(STUDENTS["conv2"], 20_000)).spec
     a, b = (make_model(tmp_path / n, "student", "conv2", spec, seed=i) for i, n in enumerate("ab"))
@@ -183,8 +183,8 @@ def test_models_of_one_architecture_are_timed_once(tmp_path, monkeypatch):
 def test_timing_reuses_the_export_jobs_files(tmp_path, monkeypatch):
     """The study exports each model in a job of its own (any worker), then times them in one job
     that must not export again; a model whose export job failed is exported (and reported) there."""
-    import shallowmimic.inference as inference
-    from shallowmimic.export import stored_check
+    import shallowmimic.deploy.inference as inference
+    from shallowmimic.deploy.export import stored_check
 
     a, b = tiny_student(tmp_path, "conv1"), tiny_student(tmp_path, "mlp1")
     job = inference.Export(a)
@@ -212,8 +212,8 @@ def test_timing_reuses_the_export_jobs_files(tmp_path, monkeypatch):
 
 
 def test_ensemble_flops_count_every_member_and_view(tmp_path):
-    from shallowmimic.export import Deployable, load_deployable
-    from shallowmimic.flops import inference_flops_per_image
+    from shallowmimic.deploy.export import Deployable, load_deployable
+    from shallowmimic.models.flops import inference_flops_per_image
 
     ens = tiny_ensemble(tmp_path)
     x = torch.from_numpy(IMAGES[:2])
@@ -237,7 +237,7 @@ def rows_for_frontier():
 
 
 def test_pareto_frontier_and_fastest_model_per_level():
-    from shallowmimic.frontier import fastest_at_levels, pareto
+    from shallowmimic.report.frontier import fastest_at_levels, pareto
 
     rows = rows_for_frontier()
     assert [r["name"] for r in pareto(rows)] == ["mlp1", "conv1", "conv4", "teacher", "ensemble of 3"]
@@ -247,7 +247,7 @@ def test_pareto_frontier_and_fastest_model_per_level():
 
 
 def test_report_section_draws_figure2(tmp_path):
-    from shallowmimic.frontier import section
+    from shallowmimic.report.frontier import section
 
     md = "\n".join(section(tmp_path, rows_for_frontier()))
     assert (tmp_path / "figure2.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "figure2.svg").exists()

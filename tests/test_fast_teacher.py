@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from shallowmimic.arch import TTA, BuildOptions, Whiten, build, count_params, init_whitening, parse_spec
-from shallowmimic.augment import alternating_flips, flip_translate
-from shallowmimic.batches import AugmentedBatches
-from shallowmimic.errors import UserError
-from shallowmimic.schedule import triangle_lr
-from shallowmimic.train import Lookahead, TrainConfig, fit, make_optimizer
+from shallowmimic.augment.transforms import alternating_flips, flip_translate
+from shallowmimic.core.errors import UserError
+from shallowmimic.models.layers import TTA, Whiten, build, init_whitening
+from shallowmimic.models.notation import BuildOptions, count_params, parse_spec
+from shallowmimic.training.batches import AugmentedBatches
+from shallowmimic.training.loop import Lookahead, TrainConfig, fit, make_optimizer
+from shallowmimic.training.schedule import triangle_lr
 
 from .test_train import Crash, CrashingBatches, tiny_data
 
@@ -154,7 +155,7 @@ def test_clipping_is_counted_per_epoch(tmp_path):
 
 def test_bf16_training_is_repeatable(tmp_path):
     """bf16 autocast (the default on AMX CPUs) still gives the same weights for the same seed."""
-    from shallowmimic.device import set_precision
+    from shallowmimic.core.device import set_precision
 
     set_precision("bf16")
     x, y = tiny_data()
@@ -170,7 +171,7 @@ def test_bf16_training_is_repeatable(tmp_path):
 
 
 def test_threads_are_set_explicitly(monkeypatch):
-    from shallowmimic.device import configure_threads
+    from shallowmimic.core.device import configure_threads
 
     before = torch.get_num_threads()
     try:
@@ -197,8 +198,8 @@ def test_bench_teacher_rejects_a_bad_run_spec():
 
 
 def test_bench_teacher_trains_with_the_given_batch_size_and_lr(tmp_path, monkeypatch):
-    import shallowmimic.teachers as teachers
-    from shallowmimic.bench import bench_teacher
+    import shallowmimic.training.teachers as teachers
+    from shallowmimic.cli.bench import bench_teacher
 
     seen = []
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from shallowmimic.io import atomic_path, create_once, current_umask, write_json
+from shallowmimic.core.files import atomic_path, create_once, current_umask, write_json
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_a_failed_write_leaves_no_file(tmp_path):
 
 def test_provenance_records_the_versions_and_whether_the_tree_was_clean(monkeypatch):
     """Issue 21 item 13."""
-    from shallowmimic import io
+    from shallowmimic.core import files as io
 
     record = io.provenance()
     for key in ("torch", "optuna", "onnxruntime", "onnx", "numpy", "cuda", "git_commit", "git_dirty"):
@@ -71,3 +71,14 @@ def test_create_once_keeps_the_first_text_and_leaves_no_temporary(tmp_path, umas
     assert create_once(tmp_path / "study.id", "b") == "a"
     assert [p.name for p in tmp_path.iterdir()] == ["study.id"]
     assert (tmp_path / "study.id").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_path_inside_the_study_is_named_alike_through_a_symbolic_link(tmp_path):
+    from shallowmimic.core.layout import within
+
+    (tmp_path / "study" / "students" / "s1").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "study", target_is_directory=True)
+    for out in (tmp_path / "study", tmp_path / "link"):
+        for path in (tmp_path / "study" / "students" / "s1", tmp_path / "link" / "students" / "s1"):
+            assert within(path, out) == "students/s1"
+    assert within(tmp_path / "elsewhere", tmp_path / "study") == str(tmp_path / "elsewhere")

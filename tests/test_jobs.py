@@ -11,8 +11,8 @@ import time
 WORKER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from shallowmimic.jobs import open_queue, run_jobs
-    from shallowmimic.search import make_storage
+    from shallowmimic.search.jobs import open_queue, run_jobs
+    from shallowmimic.search.storage import make_storage
 
     url, log, keys, slow = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(","), sys.argv[4]
     study = open_queue(make_storage(url, heartbeat=1, grace=3), "jobs")
@@ -78,7 +78,7 @@ def test_a_failing_job_stops_every_worker_and_runs_once(tmp_path):
 
 
 def test_worker_environments_divide_gpus_and_threads():
-    from shallowmimic.launch import worker_envs
+    from shallowmimic.cli.launch import worker_envs
 
     assert worker_envs(2, [], 16) == [{"SHALLOWMIMIC_THREADS": "8", "SHALLOWMIMIC_WORKERS": "2"}] * 2
     assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(3, ["4", "5"], 16)] == ["4", "5", "4"]
@@ -89,8 +89,8 @@ def test_worker_environments_divide_gpus_and_threads():
 def test_only_dead_workers_of_this_process_table_are_reaped(tmp_path):
     import optuna
 
-    from shallowmimic.jobs import JOB, host_id, open_queue, reap, worker_id
-    from shallowmimic.search import make_storage
+    from shallowmimic.search.jobs import JOB, host_id, open_queue, reap, worker_id
+    from shallowmimic.search.storage import make_storage
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -113,8 +113,8 @@ def test_a_claim_of_another_host_that_never_beat_is_failed_after_the_grace_perio
     heartbeat left its trial RUNNING for ever (Optuna ages heartbeats, and it had none)."""
     import optuna
 
-    from shallowmimic.jobs import JOB, open_queue, reap
-    from shallowmimic.search import make_storage
+    from shallowmimic.search.jobs import JOB, open_queue, reap
+    from shallowmimic.search.storage import make_storage
 
     storage = make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=1)  # grace: 2 s
     study = open_queue(storage, "jobs")

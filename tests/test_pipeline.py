@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from shallowmimic.cli import main
-from shallowmimic.download import ENV_DATA
-from shallowmimic.io import current_umask
+from shallowmimic.core.files import current_umask
+from shallowmimic.data.download import ENV_DATA
 
 
 def run(*args):
@@ -262,11 +262,12 @@ def test_only_the_best_by_validation_see_the_test_set(tmp_path, monkeypatch):
     """Issue 9 item 11: with more trials than the report keeps, the others never touch test."""
     import numpy as np
 
-    from shallowmimic import pipeline, results
+    from shallowmimic.report import results
+    from shallowmimic.study import stages
 
     from .conftest import tiny_arrays
 
-    monkeypatch.setattr(pipeline, "TOP", 1)
+    monkeypatch.setattr(stages, "TOP", 1)
     monkeypatch.setattr(results, "TOP", 1)
     np.savez(tmp_path / "d.npz", **tiny_arrays(n_train=240, n_test=30, size=8, classes=3))
     sets = ["data.val_size=40", "data.train_limit=0", "data.val_limit=0", "teachers.epochs=1", "ensemble.k=2",
@@ -335,8 +336,8 @@ def test_a_run_recorded_before_an_option_existed_is_the_same_study():
     import json
     from dataclasses import asdict
 
-    from shallowmimic.pipeline import _same_study
-    from shallowmimic.study import load_study
+    from shallowmimic.study.config import load_study
+    from shallowmimic.study.run import _same_study
 
     cfg = load_study("quick", ["students.hard_repeats=0"])
     old = json.loads(json.dumps(asdict(cfg)))

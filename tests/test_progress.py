@@ -24,9 +24,9 @@ def smoke_args(data_path, out, *extra):
 
 
 def test_dry_run_writes_nothing_and_its_total_is_the_sum_of_its_jobs(data, tmp_path):  # noqa: F811
-    from shallowmimic.flops import train_flops_per_image
-    from shallowmimic.pipeline import dry_run
-    from shallowmimic.study import load_study
+    from shallowmimic.models.flops import train_flops_per_image
+    from shallowmimic.study.config import load_study
+    from shallowmimic.study.run import dry_run
 
     out = tmp_path / "study"
     r = cli(*smoke_args(data, out, "--dry-run"))
@@ -46,7 +46,7 @@ def test_dry_run_writes_nothing_and_its_total_is_the_sum_of_its_jobs(data, tmp_p
     assert stages.count("teachers") == 2 and stages.count("transfer set") == 3 and stages.count("students") == 6
     assert len(plan.jobs) == 22  # every job of the queue (test_workers.N_JOBS)
     # one job checked by hand: a teacher's training is FLOPs per image x training images x epochs
-    from shallowmimic.cost import Shape, teacher_spec
+    from shallowmimic.study.cost import Shape, teacher_spec
 
     spec = teacher_spec({"spec": cfg.teachers.specs[0]}, Shape(500, 200, 100, 32, 3, 10), "fast")
     per_image = train_flops_per_image(spec.build(), 3, 32)
@@ -113,9 +113,9 @@ def test_the_quick_preset_is_counted_and_pinned():
     """Issue 20: the quick study's counted compute (training, labelling, evaluation), pinned so
     that a change to the preset that spends more shows here first: at most the issue's 250
     TFLOP (247.3 today; 592.7 before the cut)."""
-    from shallowmimic.cost import Shape, plan_cost
-    from shallowmimic.planning import plan
-    from shallowmimic.study import load_study
+    from shallowmimic.study.config import load_study
+    from shallowmimic.study.cost import Shape, plan_cost
+    from shallowmimic.study.planning import plan
 
     cfg = load_study("quick")
     costs = plan_cost(cfg, plan(cfg, Path("runs/x"), {"d": 1}), Shape(40000, 5000, 10000, 32, 3, 10))
@@ -129,8 +129,8 @@ def test_status_reads_a_search_stage_from_its_own_study(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from shallowmimic.layout import DEFAULT_DB, PLAN_JSON
-    from shallowmimic.status import study_status
+    from shallowmimic.core.layout import DEFAULT_DB, PLAN_JSON
+    from shallowmimic.study.status import study_status
 
     out = tmp_path / "study"
     (out / "trials" / "teachers-abc").mkdir(parents=True)

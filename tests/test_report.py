@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shallowmimic.config import from_dict
-from shallowmimic.errors import UserError
-from shallowmimic.findings import check_findings
-from shallowmimic.study import PRESETS, StudyConfig, load_study
+from shallowmimic.core.config import from_dict
+from shallowmimic.core.errors import UserError
+from shallowmimic.report.findings import check_findings
+from shallowmimic.study.config import PRESETS, StudyConfig, load_study
 
 N = 10_000
 
@@ -96,7 +96,7 @@ def test_config_rejects_unknown_keys_and_wrong_types():
 
 
 def test_quick_preset_names_its_deviations():
-    from shallowmimic.study import deviations
+    from shallowmimic.study.config import deviations
 
     text = " | ".join(deviations(load_study("quick")))
     for needle in ("batch norm", "label smoothing", "triangular schedule", "no teacher search", "3 teachers",
@@ -113,7 +113,7 @@ def test_quick_preset_names_its_deviations():
 
 
 def test_per_loss_settings_reach_the_students():
-    from shallowmimic.planning import student_train_config
+    from shallowmimic.study.planning import student_train_config
 
     cfg = quick(["students.lr.hard=0.07", "students.grad_clip.mimic=2.5"])
     mimic, hard = student_train_config(cfg, "mimic", 0), student_train_config(cfg, "hard", 0)
@@ -134,8 +134,8 @@ def test_new_fields_are_validated(override, message):
 
 
 def test_teacher_label_smoothing_override_is_reported_and_keyed():
-    from shallowmimic.planning import plan
-    from shallowmimic.study import deviations
+    from shallowmimic.study.config import deviations
+    from shallowmimic.study.planning import plan
 
     base, off = quick(), quick(["teachers.label_smoothing=0.0"])
     assert "label smoothing 0," in " | ".join(deviations(off))
@@ -144,7 +144,7 @@ def test_teacher_label_smoothing_override_is_reported_and_keyed():
 
 
 def test_hard_label_twins_only_for_hard_families():
-    from shallowmimic.planning import plan
+    from shallowmimic.study.planning import plan
 
     def twins(cfg):
         return {j.params["family"] for j in plan(cfg, Path("runs/x"), {"d": 1})["students"] if "hard" in j.name}
@@ -156,7 +156,7 @@ def test_hard_label_twins_only_for_hard_families():
 
 
 def test_omitted_settings_are_not_trained_but_their_hard_twins_are():
-    from shallowmimic.planning import plan
+    from shallowmimic.study.planning import plan
 
     cfg = quick(['students.omit=["conv2@300k","conv3@0.3M"]', 'students.hard_families=["conv2"]'])
     names = {j.name for j in plan(cfg, Path("runs/x"), {"d": 1})["students"]}
@@ -167,7 +167,7 @@ def test_omitted_settings_are_not_trained_but_their_hard_twins_are():
 
 def test_cycled_transfer_epochs_are_a_named_deviation():
     """Issue 9 item 7: students trained longer than the stored transfer set say so in the report."""
-    from shallowmimic.study import deviations
+    from shallowmimic.study.config import deviations
 
     assert not any("more than once" in d for d in deviations(quick()))
     cycled = deviations(quick(["students.epochs=500", "transfer.epochs=160"]))
@@ -176,8 +176,8 @@ def test_cycled_transfer_epochs_are_a_named_deviation():
 
 
 def test_student_widths_reach_mimic_and_hard_students_and_only_them():
-    from shallowmimic.planning import plan
-    from shallowmimic.students import StudentSetting
+    from shallowmimic.distill.students import StudentSetting
+    from shallowmimic.study.planning import plan
 
     def jobs(cfg):
         return {j.name: j for j in plan(cfg, Path("runs/x"), {"d": 1})["students"]}
@@ -199,8 +199,8 @@ def test_student_widths_reach_mimic_and_hard_students_and_only_them():
 
 
 def test_hard_label_settings_can_have_fewer_models():
-    from shallowmimic.planning import plan
-    from shallowmimic.study import deviations
+    from shallowmimic.study.config import deviations
+    from shallowmimic.study.planning import plan
 
     def counts(overrides):
         names = [j.name for j in plan(quick(overrides), Path("runs/x"), {"d": 1})["students"]]
@@ -218,8 +218,8 @@ def test_hard_label_settings_can_have_fewer_models():
 
 
 def test_students_can_be_validated_after_the_last_epoch_only():
-    from shallowmimic.planning import plan
-    from shallowmimic.study import deviations
+    from shallowmimic.study.config import deviations
+    from shallowmimic.study.planning import plan
 
     def val_every(overrides):
         return {j.params["train"]["val_every"] for j in plan(quick(overrides), Path("runs/x"),
@@ -253,7 +253,7 @@ def test_student_widths_are_validated(override, message):
 
 
 def test_student_widths_are_reported_and_exclude_the_student_search():
-    from shallowmimic.study import deviations
+    from shallowmimic.study.config import deviations
 
     with pytest.raises(UserError, match="students.widths fixes the widths"):
         quick(["students.widths.conv2@100k=[32, 32]", "search.student_trials=2"])
@@ -263,7 +263,7 @@ def test_student_widths_are_reported_and_exclude_the_student_search():
 
 
 def test_workers_take_the_largest_students_first():
-    from shallowmimic.planning import largest_first, plan
+    from shallowmimic.study.planning import largest_first, plan
 
     students = plan(quick(), Path("runs/x"), {"d": 1})["students"]
     order = [j.name for j in largest_first(students, 32, 10)]

@@ -1,4 +1,4 @@
-from shallowmimic.schedule import Plateau, linear_lr
+from shallowmimic.training.schedule import Plateau, linear_lr
 
 
 def drive(errors, **kw):

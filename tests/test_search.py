@@ -13,12 +13,14 @@ import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
-from shallowmimic import spaces, tuning
-from shallowmimic.data import load_dataset
-from shallowmimic.errors import UserError
-from shallowmimic.search import make_storage, open_study, run_worker, storage_url, with_driver
-from shallowmimic.teachers import SplitConfig
-from shallowmimic.train import Diverged
+from shallowmimic.core.errors import UserError
+from shallowmimic.data.sources import load_dataset
+from shallowmimic.models import spaces
+from shallowmimic.search.storage import make_storage, storage_url, with_driver
+from shallowmimic.search.studies import open_study, run_worker
+from shallowmimic.study import tuning
+from shallowmimic.training.loop import Diverged
+from shallowmimic.training.teachers import SplitConfig
 
 from .conftest import tiny_arrays
 
@@ -42,7 +44,7 @@ def test_teacher_space_has_the_papers_18_parameters():
 
 
 def test_student_space_per_family_and_budget():
-    from shallowmimic.families import get_student
+    from shallowmimic.models.families import get_student
 
     s = {p.name: p for p in spaces.student_space(get_student("conv2"), 10_000_000)}
     assert (s["lr"].low, s["lr"].high, s["lr"].log) == (0.0013, 0.016, True)
@@ -240,7 +242,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_taken_over(tmp_
     """A worker killed between claiming a trial and its first heartbeat leaves a RUNNING trial
     with no heartbeat, which Optuna never calls stale: the next worker must still fail it and
     run the slot itself (this hung the killed-worker test one time in five under load)."""
-    from shallowmimic.jobs import host_id
+    from shallowmimic.search.jobs import host_id
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -258,7 +260,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_taken_over(tmp_
 def test_user_error_in_a_trial_fails_it_and_repeated_failures_stop_the_worker(tmp_path):
     """Issue 9 item 5: a trial's own bad parameters fail that trial; a study whose every trial
     fails stops with an error instead of looping."""
-    from shallowmimic.errors import UserError
+    from shallowmimic.core.errors import UserError
 
     storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
     study = open_study("u", storage, "random")
@@ -289,7 +291,7 @@ def test_user_error_in_a_trial_fails_it_and_repeated_failures_stop_the_worker(tm
 @pytest.mark.parametrize("field, value", [("trials", 0), ("startup", -1), ("heartbeat", 0), ("sampler", "grid")])
 def test_search_config_is_validated(field, value):
     """Issue 9 item 9: `tune ... --trials 0` must not exit 0 having done nothing."""
-    from shallowmimic.errors import UserError
+    from shallowmimic.core.errors import UserError
 
     with pytest.raises(UserError, match=field if field != "trials" else "trials must be at least 1"):
         tuning.SearchConfig(**{field: value})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shallowmimic.stats import (
+from shallowmimic.core.stats import (
     Comparison,
     Interval,
     bootstrap_diff,
@@ -71,7 +71,7 @@ def test_seed_variation_widens_the_interval():
 
 
 def test_mismatched_images_are_a_clear_error():
-    from shallowmimic.errors import UserError
+    from shallowmimic.core.errors import UserError
 
     with pytest.raises(UserError, match="same test images"):
         bootstrap_diff(np.ones(10, bool), np.ones(11, bool))

@@ -4,14 +4,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shallowmimic.arch import BuildOptions, build, parse_spec
-from shallowmimic.augment import STUDENT_HSV
-from shallowmimic.batches import AugmentedBatches
-from shallowmimic.checkpoint import BEST, CHECKPOINT
+from shallowmimic.augment.transforms import STUDENT_HSV
 from shallowmimic.cli import main
-from shallowmimic.errors import UserError
-from shallowmimic.losses import DistillationLoss, HardLabelLoss, MimicLoss
-from shallowmimic.train import Diverged, TrainConfig, fit
+from shallowmimic.core.errors import UserError
+from shallowmimic.models.checkpoint import BEST, CHECKPOINT
+from shallowmimic.models.layers import build
+from shallowmimic.models.notation import BuildOptions, parse_spec
+from shallowmimic.training.batches import AugmentedBatches
+from shallowmimic.training.loop import Diverged, TrainConfig, fit
+from shallowmimic.training.losses import DistillationLoss, HardLabelLoss, MimicLoss
 
 
 def tiny_data(n=96, size=8, classes=3, seed=0):
@@ -103,7 +104,7 @@ def test_compiled_training_matches_eager_training(tmp_path):
     """`--compile` trains through torch.compile (Inductor); the weights follow the eager run's."""
     from torch._dynamo.utils import counters
 
-    from shallowmimic.device import set_compile
+    from shallowmimic.core.device import set_compile
 
     x, y = tiny_data(n=64)
     cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, schedule="linear")
@@ -196,7 +197,7 @@ def test_best_weights_and_their_score_survive_a_crash_between_them(tmp_path, mon
     """Issue 9 item 4: new best weights are committed by the checkpoint that records their score."""
     from safetensors import safe_open
 
-    import shallowmimic.train as train
+    import shallowmimic.training.loop as train
 
     x, y = tiny_data(n=192)
     cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="linear")
@@ -227,7 +228,7 @@ def test_best_weights_and_their_score_survive_a_crash_between_them(tmp_path, mon
 
 def test_a_resumed_run_cannot_be_relabelled(tmp_path):
     """Issue 9 item 3: model.json beside a checkpoint must keep describing the same model and data."""
-    from shallowmimic.models import ModelSpec, save_model_spec
+    from shallowmimic.models.store import ModelSpec, save_model_spec
 
     spec = ModelSpec("teacher", "bn", "4c-mp-16fc", BuildOptions(batchnorm=True), 3, 8, 3)
     save_model_spec(tmp_path, spec, {"split_fingerprint": "a"})

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from shallowmimic.arch import build, parse_spec
-from shallowmimic.device import precision
-from shallowmimic.ensemble import Ensemble, select_best
-from shallowmimic.errors import UserError
-from shallowmimic.transfer import TransferBatches, TransferConfig, generate, render
+from shallowmimic.core.device import precision
+from shallowmimic.core.errors import UserError
+from shallowmimic.distill.ensemble import Ensemble, select_best
+from shallowmimic.distill.transfer import TransferBatches, TransferConfig, generate, render
+from shallowmimic.models.layers import build
+from shallowmimic.models.notation import parse_spec
 
 
 class Recorder(torch.nn.Module):
@@ -105,7 +106,7 @@ def test_mismatched_split_is_refused(tmp_path, images):
 
 
 def test_render_is_batch_independent(images):
-    from shallowmimic.augment import STUDENT_HSV, sample_params
+    from shallowmimic.augment.transforms import STUDENT_HSV, sample_params
 
     x, _ = images
     rec = sample_params(50, 8, STUDENT_HSV, torch.Generator().manual_seed(0))
@@ -140,7 +141,7 @@ def test_images_per_epoch_draws_a_fresh_subset(tmp_path, images):
 
 
 def test_rendered_epochs_are_cached_and_identical(tmp_path, images):
-    from shallowmimic import transfer
+    from shallowmimic.distill import transfer
 
     x, y = images
     generate(tiny_ensemble(), x, TransferConfig(epochs=2, seed=2), tmp_path, {}, progress=False)
@@ -149,7 +150,7 @@ def test_rendered_epochs_are_cached_and_identical(tmp_path, images):
     assert len(transfer._RENDERED) == 1  # a second student in this process reuses the render
     again = torch.cat([b[0] for b in TransferBatches(tmp_path, x, y, 10).epoch(1)])
     s = TransferBatches(tmp_path, x, y, 10).shard(1)
-    from shallowmimic.augment import AugParams
+    from shallowmimic.augment.transforms import AugParams
 
     fresh = render(x[s["order"].long()], AugParams(s["hsv"], s["geom"]))
     assert torch.equal(first, fresh) and torch.equal(again, fresh)
@@ -195,7 +196,7 @@ def test_shards_made_otherwise_are_refused_or_rebuilt(tmp_path, images, change):
 
 def test_readers_check_split_and_digests(tmp_path, images):
     """Issue 9 item 2: a transfer set from another split, or a changed shard, is refused on load."""
-    from shallowmimic import transfer
+    from shallowmimic.distill import transfer
 
     x, y = images
     generate(tiny_ensemble(), x, TransferConfig(epochs=2), tmp_path, {"split_fingerprint": "f1"}, progress=False)
@@ -221,7 +222,7 @@ def test_ensemble_refuses_teachers_from_another_split(tmp_path):
     """Issue 9 item 2: `ensemble --teachers` with a teacher trained on another split."""
     import json
 
-    from shallowmimic.ensemble import build_ensemble
+    from shallowmimic.distill.ensemble import build_ensemble
 
     d = tmp_path / "t0"
     d.mkdir()
@@ -234,8 +235,8 @@ def tiny_split(tmp_path):
     """A tiny real dataset on disk, its split and the split's tensors, for teachers to train on."""
     import numpy as np
 
-    from shallowmimic.data import load_dataset
-    from shallowmimic.teachers import SplitConfig, split_tensors
+    from shallowmimic.data.sources import load_dataset
+    from shallowmimic.training.teachers import SplitConfig, split_tensors
 
     from .conftest import tiny_arrays
 
@@ -246,7 +247,7 @@ def tiny_split(tmp_path):
 
 
 def train_tiny_teacher(out, ds, split, data, seed=0, evaluate_test=True):
-    from shallowmimic.teachers import teacher_config, train_teacher
+    from shallowmimic.training.teachers import teacher_config, train_teacher
 
     train_teacher(ds, out, "fast", "4c-mp-8fc", teacher_config("fast", epochs=1, batch_size=16, seed=seed), "cpu",
                   split, progress=False, data=data, evaluate_test=evaluate_test)
@@ -256,10 +257,10 @@ def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, m
     """Each teacher job stores its validation and test logits; the ensemble is built from them
     without running a member, with the same numbers as running them, and a file that no longer
     matches (retrained weights, other images) is ignored, not trusted."""
-    from shallowmimic import ensemble
-    from shallowmimic.checkpoint import BEST
-    from shallowmimic.ensemble import build_ensemble, find_teachers
-    from shallowmimic.logits import LOGITS, stored_logits
+    from shallowmimic.distill import ensemble
+    from shallowmimic.distill.ensemble import build_ensemble, find_teachers
+    from shallowmimic.models.checkpoint import BEST
+    from shallowmimic.training.logits import LOGITS, stored_logits
 
     ds, split, data = tiny_split(tmp_path)
     for seed in (0, 1):
@@ -297,9 +298,9 @@ def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, m
 def test_a_teacher_search_trial_stores_validation_logits_only(tmp_path, monkeypatch):
     """Search trials keep the test set out of sight: their test logits are computed by the
     ensemble, their validation logits read."""
-    from shallowmimic import ensemble
-    from shallowmimic.ensemble import build_ensemble, find_teachers
-    from shallowmimic.logits import stored_logits
+    from shallowmimic.distill import ensemble
+    from shallowmimic.distill.ensemble import build_ensemble, find_teachers
+    from shallowmimic.training.logits import stored_logits
 
     ds, split, data = tiny_split(tmp_path)
     t = tmp_path / "trial"
@@ -319,7 +320,7 @@ def test_stored_bytes_per_image_match_the_docs_and_the_shards(tmp_path, images):
     import re
     from pathlib import Path
 
-    from shallowmimic.transfer import bytes_per_image
+    from shallowmimic.distill.transfer import bytes_per_image
 
     x, _ = images
     m = generate(tiny_ensemble(classes=10), x, TransferConfig(epochs=1), tmp_path, {}, progress=False)

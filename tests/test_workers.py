@@ -15,8 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from shallowmimic.layout import queue_name, read_study_id
-from shallowmimic.search import with_driver
+from shallowmimic.core.layout import queue_name, read_study_id
+from shallowmimic.search.storage import with_driver
 
 from .test_search import storage_for
 

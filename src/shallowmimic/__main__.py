@@ -1,3 +1,3 @@
-from .cli import main
+from shallowmimic.cli.main import main
 
 main()

@@ -1,0 +1,105 @@
+"""The teacher ensemble: the K best teachers by validation accuracy, averaging their logits
+(before softmax), as in the paper (PROTOCOL section 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from shallowmimic.core.device import precision
+from shallowmimic.core.errors import UserError
+from shallowmimic.core.files import provenance, read_json, write_json
+from shallowmimic.core.layout import ENSEMBLE_JSON, RESULT_JSON
+from shallowmimic.core.stats import encode_correct
+from shallowmimic.models.store import load_model
+from shallowmimic.training.batches import predict_logits
+from shallowmimic.training.logits import stored_logits
+
+MANIFEST = ENSEMBLE_JSON
+
+
+def find_teachers(roots: list[Path]) -> list[dict]:
+    """Every finished teacher (a directory with result.json of role teacher) under `roots`."""
+    found = []
+    for root in roots:
+        for result in sorted(Path(root).rglob(RESULT_JSON)):
+            r = json.loads(result.read_text())
+            if r.get("role") == "teacher":
+                found.append({**r, "dir": str(result.parent)})
+    return found
+
+
+def select_best(teachers: list[dict], k: int) -> list[dict]:
+    if k < 1:
+        raise UserError(f"ensemble size must be at least 1, got {k}")
+    if len(teachers) < k:
+        raise UserError(f"asked for the {k} best teachers but only {len(teachers)} finished teachers were found")
+    # ties broken by directory name so the choice is reproducible
+    return sorted(teachers, key=lambda t: (-t["val_acc"], t["dir"]))[:k]
+
+
+class Ensemble(torch.nn.Module):
+    """Averages its members' logits. Members are in eval mode; inference only."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    @torch.no_grad()
+    def forward(self, x):
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
+
+
+def load_ensemble(manifest_dir: Path, device) -> Ensemble:
+    manifest = read_manifest(manifest_dir)
+    members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
+    return Ensemble(members).eval()
+
+
+def read_manifest(directory: Path) -> dict:
+    return read_json(Path(directory) / MANIFEST, "not an ensemble directory")
+
+
+def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, batch_size: int = 1000) -> dict:
+    """Select, evaluate every member and the ensemble on validation and test, write the manifest."""
+    for t in teachers:
+        made_on = read_json(Path(t["dir"]) / "model.json", "not a model directory").get("split_fingerprint")
+        if made_on and made_on != data["fingerprint"]:
+            # its validation images would be training images here: selection would be biased
+            raise UserError(f"{t['dir']}: this teacher was trained on another train/validation split "
+                            f"(fingerprint {made_on}, this one {data['fingerprint']})")
+    members = select_best(teachers, k)
+    val_logits, test_logits = [], []
+    for m in members:
+        d, parts = Path(m["dir"]), (data["x_val"], data["x_test"])
+        # the teacher job stored these; a member is run again only where they do not match
+        logits = [stored_logits(d, part, x, precision(device)) for part, x in zip(("val", "test"), parts, strict=True)]
+        if any(lg is None for lg in logits):
+            model, _ = load_model(d, device)
+            logits = [predict_logits(model, x, batch_size) if lg is None else lg
+                      for lg, x in zip(logits, parts, strict=True)]
+        val_logits.append(logits[0])
+        test_logits.append(logits[1])
+    y_val, y_test = data["y_val"].cpu(), data["y_test"].cpu()
+    acc = lambda logits, y: (logits.argmax(1) == y).float().mean().item()  # noqa: E731
+    correct = lambda logits: encode_correct((logits.argmax(1) == y_test).numpy())  # noqa: E731
+    rows = [{"dir": m["dir"], "spec": m["spec"], "params": m["params"],
+             "val_acc": acc(v, y_val), "test_acc": acc(t, y_test), "test_n": len(y_test),
+             "test_correct": correct(t)}
+            for m, v, t in zip(members, val_logits, test_logits, strict=True)]
+    manifest = {
+        "k": k,
+        "members": rows,
+        "params": sum(r["params"] for r in rows),
+        "val_acc": acc(torch.stack(val_logits).mean(0), y_val),
+        "test_acc": acc(torch.stack(test_logits).mean(0), y_test),
+        "test_n": len(y_test), "test_correct": correct(torch.stack(test_logits).mean(0)),
+        "best_member": max(rows, key=lambda r: r["val_acc"]),  # chosen on validation, as always
+        "candidates": len(teachers),
+        "split_fingerprint": data["fingerprint"],
+        "provenance": provenance(),
+    }
+    write_json(Path(out) / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,65 @@
+"""A teacher's logits on the validation and test images, stored beside its weights
+(`logits.safetensors`) by the job that trained it, so that the ensemble is chosen and scored
+without running its members again (with several workers that pass ran on one worker while
+the others waited).
+
+Each stored part names the images it was computed on and the weights that computed it (their
+digests); a part that does not match both is ignored and computed afresh, so a stale or
+foreign file can cost time but never change a number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from shallowmimic.core.files import atomic_path, file_digest
+from shallowmimic.models.checkpoint import BEST
+
+LOGITS = "logits.safetensors"
+
+
+def images_digest(images: torch.Tensor) -> str:
+    """sha256 of the images' shape and bytes (uint8 NHWC)."""
+    a = images.detach().cpu().contiguous()
+    h = hashlib.sha256(str(tuple(a.shape)).encode())
+    h.update(a.numpy().tobytes())
+    return h.hexdigest()
+
+
+def store_logits(directory: Path, parts: dict[str, tuple[torch.Tensor, torch.Tensor]], precision: str) -> None:
+    """Write `{part: (images, logits)}` for the weights now in DIRECTORY/best.safetensors,
+    computed at `precision` (fp32 or bf16 autocast)."""
+    directory = Path(directory)
+    keys = {name: {"images": images_digest(images), "rows": len(logits)} for name, (images, logits) in parts.items()}
+    meta = {"weights": file_digest(directory / BEST), "precision": precision, "parts": json.dumps(keys)}
+    with atomic_path(directory / LOGITS) as tmp:
+        save_file({name: logits.float().cpu().contiguous() for name, (_, logits) in parts.items()}, str(tmp), meta)
+
+
+def stored_logits(directory: Path, part: str, images: torch.Tensor, precision: str) -> torch.Tensor | None:
+    """The stored logits of `part` if they were computed on exactly these images by the
+    directory's current weights at this precision; None otherwise (no file, another split,
+    retrained weights, another precision)."""
+    path = Path(directory) / LOGITS
+    if not path.exists() or not (Path(directory) / BEST).exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = json.loads(meta.get("parts", "{}"))
+            if part not in keys or meta.get("precision") != precision or \
+                    meta.get("weights") != file_digest(Path(directory) / BEST):
+                return None
+            if keys[part].get("images") != images_digest(images):
+                return None
+            logits = f.get_tensor(part)
+    except (SafetensorError, OSError, ValueError, TypeError, AttributeError):
+        return None  # unreadable: recomputed, like a missing file
+    return logits if logits.shape[0] == len(images) else None
+
