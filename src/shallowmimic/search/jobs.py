@@ -138,10 +138,10 @@ def reap(study: optuna.Study) -> None:
                 storage.record_heartbeat(t._trial_id)
                 _vouched.add(mark)
         if gone:
-            try:
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            try:  # finished or failed by someone else meanwhile: nothing to do
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-                pass  # finished or failed by someone else meanwhile
+                pass
 
 
 def _failed_elsewhere(study: optuna.Study, keys: Sequence[str], since: datetime) -> str | None:
