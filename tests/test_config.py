@@ -225,3 +225,19 @@ def test_one_function_decides_the_default_clip_for_every_entry_point(tiny_npz, t
         unset = load_study("smoke", ["students.grad_clip={}"])
         assert seen["train"].grad_clip == seen["tune"].grad_clip == default_grad_clip(loss) == \
             student_train_config(unset, loss, 0).grad_clip == LossClip()[loss] == GRAD_CLIP[loss], loss
+
+
+def test_a_search_has_one_definition_of_its_settings():
+    """Issue 22 item 3: `run`'s [search] table and `tune`'s SearchConfig were two definitions
+    whose defaults had drifted (heartbeat 60 against 30)."""
+    from dataclasses import fields
+
+    from shallowmimic.study.config import SearchSettings, SearchStageConfig
+    from shallowmimic.study.tuning import SearchConfig
+
+    shared = {f.name: f.default for f in fields(SearchSettings)}
+    for cls in (SearchStageConfig, SearchConfig):
+        assert issubclass(cls, SearchSettings)
+        assert {f.name: f.default for f in fields(cls) if f.name in shared} == shared
+    stage = SearchStageConfig(sampler="tpe", heartbeat=7, teacher_trials=3)
+    assert SearchConfig(trials=3, **stage.settings()) == SearchConfig(trials=3, sampler="tpe", heartbeat=7)

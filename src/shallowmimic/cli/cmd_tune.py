@@ -14,10 +14,11 @@ search_options = combined(
     click.option("--storage", default=None,
                  help="SQLAlchemy URL of the study store (default: sqlite in --out; PostgreSQL for many "
                       "machines, e.g. postgresql://user@host/db)."),
-    click.option("--sampler", type=Registry("models.spaces", "SAMPLERS"), default="gp", show_default=True),
-    click.option("--startup", type=int, default=10, show_default=True, help="Random trials before the sampler."),
-    click.option("--heartbeat", type=int, default=30, show_default=True,
-                 help="Seconds between heartbeats; a worker silent for 2x this is declared dead."),
+    click.option("--sampler", type=Registry("models.spaces", "SAMPLERS"), default=None,
+                 help="Default: gp, as in `run`'s [search] table (study.config.SearchSettings)."),
+    click.option("--startup", type=int, default=None, help="Random trials before the sampler (default: 10)."),
+    click.option("--heartbeat", type=int, default=None,
+                 help="Seconds between heartbeats; a worker silent for 2x this is declared dead (default: 60)."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--epochs", type=int, default=10, show_default=True, help="Epoch cap per trial."),
 )
@@ -43,7 +44,9 @@ def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, 
     from shallowmimic.study.tuning import SearchConfig, tune_teachers
     from shallowmimic.training.teachers import SplitConfig
 
-    sc = SearchConfig(trials, sampler, startup, seed, storage or "", heartbeat)
+    given = {"sampler": sampler, "startup": startup, "heartbeat": heartbeat}
+    sc = SearchConfig(trials=trials, seed=seed, storage=storage or "",
+                      **{k: v for k, v in given.items() if v is not None})
     study = tune_teachers(load_data(data_path), out, sc, epochs, resolve_device(device),
                           SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)
     _print_study(study, best_trials(study, 5))
@@ -73,7 +76,9 @@ def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out,
     from shallowmimic.training.teachers import SplitConfig
 
     read_manifest(transfer_dir)  # before the study is opened: a wrong path writes no failed trials
-    sc = SearchConfig(trials, sampler, startup, seed, storage or "", heartbeat)
+    given = {"sampler": sampler, "startup": startup, "heartbeat": heartbeat}
+    sc = SearchConfig(trials=trials, seed=seed, storage=storage or "",
+                      **{k: v for k, v in given.items() if v is not None})
     study = tune_students(load_data(data_path), out, sc, transfer_dir, family, parse_budget(budget), loss,
                           TrainConfig(epochs=epochs, grad_clip=default_grad_clip(loss)), resolve_device(device),
                           SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)

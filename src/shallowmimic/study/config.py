@@ -116,16 +116,27 @@ class StudentsConfig:
 
 
 @dataclass(frozen=True)
-class SearchStageConfig:
+class SearchSettings:
+    """How a search runs, wherever it is started: `run`'s [search] table and `tune`'s options
+    (one definition of each default; they had drifted apart)."""
+
+    sampler: str = "gp"
+    startup: int = 10  # random trials before the sampler takes over
+    seed: int = 0
+    storage: str = ""  # SQLAlchemy URL; empty: RUN/studies.db (SQLite)
+    heartbeat: int = 60  # seconds between a worker's heartbeats; silent for 2x this, it counts as dead
+
+
+@dataclass(frozen=True)
+class SearchStageConfig(SearchSettings):
     """Bayesian search inside `run`. 0 trials: no search (fixed settings)."""
 
     teacher_trials: int = 0  # paper teachers, all 18 hyperparameters; replaces teachers.count
     student_trials: int = 0  # per family x budget x loss; replaces students.repeats
-    sampler: str = "gp"
-    startup: int = 10
-    seed: int = 0
-    storage: str = ""  # SQLAlchemy URL; empty: RUN/studies.db
-    heartbeat: int = 60
+
+    def settings(self) -> dict:
+        """The fields every search shares (what `tuning.SearchConfig` takes besides its trials)."""
+        return {f: getattr(self, f) for f in SearchSettings.__dataclass_fields__}
 
 
 @dataclass(frozen=True)

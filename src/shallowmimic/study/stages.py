@@ -58,7 +58,7 @@ class StudyContext:
 
 def _search_config(cfg: StudyConfig, trials: int) -> SearchConfig:
     s = cfg.search
-    return SearchConfig(trials, s.sampler, s.startup, s.seed, s.storage, s.heartbeat)
+    return SearchConfig(trials=trials, **s.settings())
 
 
 def teachers_stage(ctx: StudyContext, jobs: list[Job]) -> list[Path]:

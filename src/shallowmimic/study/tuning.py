@@ -20,6 +20,7 @@ from shallowmimic.models.families import get_student
 from shallowmimic.models.spaces import SAMPLERS, TEACHER_SPACE, student_free, student_space, teacher_from_params
 from shallowmimic.search.storage import make_storage, storage_url
 from shallowmimic.search.studies import open_study, run_worker, suggest, trial_dir
+from shallowmimic.study.config import SearchSettings
 from shallowmimic.training.loop import Diverged, TrainConfig
 from shallowmimic.training.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
 
@@ -36,13 +37,10 @@ def _settings_error(e: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(SearchSettings):
+    """One search: its trials and the settings every search shares (`study.config.SearchSettings`)."""
+
     trials: int = 6
-    sampler: str = "gp"
-    startup: int = 10  # random trials before the GP takes over
-    seed: int = 0
-    storage: str = ""  # SQLAlchemy URL; empty: RUN/studies.db (SQLite)
-    heartbeat: int = 30  # seconds between a worker's heartbeats
     grace: int = 0  # seconds before a silent worker's trial is failed (0: 2 x heartbeat)
 
     def __post_init__(self):
