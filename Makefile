@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 OUT ?= runs/quick
 # Two cooperating workers (docs/SCALING.md): on a 2-core CPU two workers of one thread each beat
-# one worker of two threads (docs/results/quick-cpu.md: 26.7-34.2 against 35.1-36.5 min, earlier preset).
+# one worker of two threads (26.7-34.2 against 35.1-36.5 min, an earlier preset: git show 676faae:docs/results/quick-cpu.md).
 WORKERS ?= 2
 BIN := $(VENV)/bin
 
