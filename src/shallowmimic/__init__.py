@@ -6,6 +6,7 @@ notebook needs (docs/API.md), each name imported on first use; the layers are it
 """
 
 import importlib
+import pkgutil
 
 from shallowmimic.core.lazy import lazy_exports
 
@@ -23,8 +24,7 @@ _EXPORTS = {
     "PRESETS": "study", "StudyConfig": "study", "load_study": "study", "dry_run": "study", "run_study": "study",
     "study_status": "study",
 }
-_SUBPACKAGES = ("core", "data", "augment", "models", "training", "search", "distill", "deploy", "report", "study",
-                "cli")
+_SUBPACKAGES = tuple(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg)
 __all__ = ["__version__", *_EXPORTS, *_SUBPACKAGES]
 _lazy, __dir__ = lazy_exports(__name__, _EXPORTS)
 

@@ -41,12 +41,10 @@ def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, 
     """Search the paper teacher's 18 hyperparameters; validation error is the objective."""
     from shallowmimic.core.device import resolve_device
     from shallowmimic.search.studies import best_trials
-    from shallowmimic.study.tuning import SearchConfig, tune_teachers
+    from shallowmimic.study.tuning import tune_teachers
     from shallowmimic.training.teachers import SplitConfig
 
-    given = {"sampler": sampler, "startup": startup, "heartbeat": heartbeat}
-    sc = SearchConfig(trials=trials, seed=seed, storage=storage or "",
-                      **{k: v for k, v in given.items() if v is not None})
+    sc = _search_config(trials, seed, storage, sampler=sampler, startup=startup, heartbeat=heartbeat)
     study = tune_teachers(load_data(data_path), out, sc, epochs, resolve_device(device),
                           SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)
     _print_study(study, best_trials(study, 5))
@@ -70,15 +68,13 @@ def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out,
     from shallowmimic.distill.transfer import read_manifest
     from shallowmimic.models.budget import parse_budget
     from shallowmimic.search.studies import best_trials
-    from shallowmimic.study.tuning import SearchConfig, tune_students
+    from shallowmimic.study.tuning import tune_students
     from shallowmimic.training.loop import TrainConfig
     from shallowmimic.training.losses import default_grad_clip
     from shallowmimic.training.teachers import SplitConfig
 
     read_manifest(transfer_dir)  # before the study is opened: a wrong path writes no failed trials
-    given = {"sampler": sampler, "startup": startup, "heartbeat": heartbeat}
-    sc = SearchConfig(trials=trials, seed=seed, storage=storage or "",
-                      **{k: v for k, v in given.items() if v is not None})
+    sc = _search_config(trials, seed, storage, sampler=sampler, startup=startup, heartbeat=heartbeat)
     study = tune_students(load_data(data_path), out, sc, transfer_dir, family, parse_budget(budget), loss,
                           TrainConfig(epochs=epochs, grad_clip=default_grad_clip(loss)), resolve_device(device),
                           SplitConfig(val_size, 0, train_limit, val_limit), log=click.echo)
@@ -93,3 +89,12 @@ def _print_study(study, best) -> None:
                + ", ".join(f"{n} {s.name.lower()}" for s, n in c.items() if n))
     for t in best:
         click.echo(f"  trial {t.number:>3}  val error {t.value:.4f}  {t.user_attrs.get('spec', '')}")
+
+
+def _search_config(trials: int, seed: int, storage: str | None, **given):
+    """The search the options ask for; an option not given keeps the shared default
+    (`study.config.SearchSettings`)."""
+    from shallowmimic.study.tuning import SearchConfig
+
+    return SearchConfig(trials=trials, seed=seed, storage=storage or "",
+                        **{k: v for k, v in given.items() if v is not None})

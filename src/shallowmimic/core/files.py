@@ -45,9 +45,9 @@ def create_once(path: str | Path, text: str) -> str:
     if not path.exists():
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            os.write(fd, (text + "\n").encode())
-            os.fchmod(fd, 0o666 & ~current_umask())
-            os.close(fd)
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
         finally:

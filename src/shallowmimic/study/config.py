@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,7 @@ class SearchStageConfig(SearchSettings):
 
     def settings(self) -> dict:
         """The fields every search shares (what `tuning.SearchConfig` takes besides its trials)."""
-        return {f: getattr(self, f) for f in SearchSettings.__dataclass_fields__}
+        return {f.name: getattr(self, f.name) for f in fields(SearchSettings)}
 
 
 @dataclass(frozen=True)
