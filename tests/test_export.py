@@ -188,7 +188,7 @@ def test_timing_reuses_the_export_jobs_files(tmp_path, monkeypatch):
 
     a, b = tiny_student(tmp_path, "conv1"), tiny_student(tmp_path, "mlp1")
     job = inference.Export(a)
-    assert not job.done() and job.dir == a / "model.onnx"
+    assert not job.done() and job.path == a / "model.onnx"
     assert job.run(IMAGES, LABELS) is None and job.done()
     assert stored_check(a)["max_abs_logit_diff"] <= 1e-4 and stored_check(b) is None
     exported = []
@@ -209,6 +209,7 @@ def test_timing_reuses_the_export_jobs_files(tmp_path, monkeypatch):
     assert failing.run(IMAGES, LABELS) == "mismatch" and failing.done() and failing.failure() == "mismatch"
     (b / BEST).write_bytes((retrained / BEST).read_bytes())
     assert failing.failure() is None and not failing.done()  # other weights: try again
+    assert failing.forget_failure() and not failing.marker.exists() and not failing.forget_failure()
 
 
 def test_ensemble_flops_count_every_member_and_view(tmp_path):

@@ -8,6 +8,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 WORKER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
@@ -15,7 +17,8 @@ WORKER = textwrap.dedent("""
     from shallowmimic.search.storage import make_storage
 
     url, log, keys, slow = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(","), sys.argv[4]
-    study = open_queue(make_storage(url, heartbeat=1, grace=3), "jobs")
+    storage = make_storage(url, heartbeat=1, grace=3)
+    study = open_queue(storage, "jobs")
 
     def work(key):
         with open(log, "a") as f:
@@ -27,7 +30,7 @@ WORKER = textwrap.dedent("""
             f.write(f"done {key} {os.getpid()}\\n")
         return True
 
-    run_jobs(study, keys, work, poll=0.2)
+    run_jobs(study, storage, keys, work, poll=0.2)
 """)
 
 
@@ -94,7 +97,8 @@ def test_only_dead_workers_of_this_process_table_are_reaped(tmp_path):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    study = open_queue(make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=60), "jobs")
+    storage = make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=60)
+    study = open_queue(storage, "jobs")
     workers = {"mine-dead": f"{host_id()}:{dead.pid}", "mine-alive": worker_id(),
                # the same host name in another container (pid namespace): its pids are not ours
                "other-ns": f"{os.uname().nodename}/pidns1:{dead.pid}"}
@@ -102,7 +106,7 @@ def test_only_dead_workers_of_this_process_table_are_reaped(tmp_path):
         study.enqueue_trial({}, user_attrs={JOB: key})
         trial = study.ask()
         trial.set_user_attr("worker", worker)
-    reap(study)
+    reap(study, storage)
     states = {t.user_attrs[JOB]: t.state for t in study.get_trials()}
     assert states == {"mine-dead": optuna.trial.TrialState.FAIL, "mine-alive": optuna.trial.TrialState.RUNNING,
                       "other-ns": optuna.trial.TrialState.RUNNING}
@@ -121,7 +125,8 @@ def test_a_claim_of_another_host_that_never_beat_is_failed_after_the_grace_perio
     for key in ("dead", "alive"):
         study.enqueue_trial({}, user_attrs={JOB: key})
         study.ask().set_user_attr("worker", f"unknown-host-{key}:4242")
-    alive_id = next(t._trial_id for t in study.get_trials() if t.user_attrs[JOB] == "alive")
+    alive = next(t.number for t in study.get_trials() if t.user_attrs[JOB] == "alive")
+    alive_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("jobs"), alive)
 
     def states():
         return {t.user_attrs[JOB]: t.state for t in study.get_trials()}
@@ -129,6 +134,66 @@ def test_a_claim_of_another_host_that_never_beat_is_failed_after_the_grace_perio
     deadline = time.time() + 8
     while time.time() < deadline and states()["dead"] == optuna.trial.TrialState.RUNNING:
         storage.record_heartbeat(alive_id)  # the live owner beats; the dead one never did
-        reap(study)
+        reap(study, storage)
         time.sleep(0.3)
     assert states() == {"dead": optuna.trial.TrialState.FAIL, "alive": optuna.trial.TrialState.RUNNING}
+
+
+def test_a_job_taken_over_while_it_ran_goes_to_its_next_taker_and_its_own_errors_propagate(tmp_path):
+    """Issue 22 item 4: the takeover is told by the trial's state, not by an error message's
+    text, so a job's own error that happens to read alike propagates as itself."""
+    import optuna
+
+    from shallowmimic.search.jobs import JOB, open_queue, run_jobs
+    from shallowmimic.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=60)
+    study = open_queue(storage, "jobs")
+    calls, log = [], []
+
+    def work(key):  # the first time, another worker's reaper fails our claim while we work
+        calls.append(key)
+        if len(calls) == 1:
+            mine = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))[0]
+            study.tell(mine.number, state=optuna.trial.TrialState.FAIL)
+        return True
+
+    assert run_jobs(study, storage, ["a"], work, poll=0.05, log=log.append) == ["a"]  # the second take
+    assert calls == ["a", "a"] and any("taken over" in line for line in log)
+    assert [t.state for t in study.get_trials() if t.user_attrs.get(JOB) == "a"][-1] == optuna.trial.TrialState.COMPLETE
+
+    def own_error(key):
+        raise ValueError("Cannot tell which file to read")
+
+    with pytest.raises(ValueError, match="Cannot tell which file"):
+        run_jobs(study, storage, ["b"], own_error, poll=0.05, log=log.append)
+
+
+def test_the_queue_needs_of_a_job_only_its_key_and_done(tmp_path):
+    from dataclasses import dataclass
+
+    from shallowmimic.search.jobs import JobQueue, open_queue
+    from shallowmimic.search.storage import make_storage
+
+    @dataclass
+    class Task:
+        key: str
+        finished: bool = False
+
+        def done(self):
+            return self.finished
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat=60)
+    queue = JobQueue(open_queue(storage, "jobs"), storage, poll=0.05, log=lambda s: None)
+    tasks = [Task("one"), Task("two", finished=True)]
+    done = []
+
+    def work(task):
+        done.append(task.key)
+        task.finished = True
+
+    queue.share(tasks, work)
+    assert done == ["one"]
+    assert queue.keys(tasks) == ["one#0", "two#0"]
+    tasks[0].finished = False  # its result deleted: the next generation of its key
+    assert queue.keys(tasks) == ["one#1", "two#0"]

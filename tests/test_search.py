@@ -70,7 +70,7 @@ def test_diverging_trial_fails_with_reason_and_study_continues(tmp_path, monkeyp
     absurd = tuple(spaces.Param("lr", 0.01, 1e4, log=True) if p.name == "lr" else p for p in spaces.TEACHER_SPACE)
     monkeypatch.setattr(tuning, "TEACHER_SPACE", absurd)
     search = tuning.SearchConfig(trials=2, sampler="random", heartbeat=5)
-    study = tuning._open(search, tmp_path / "run", tuning.teacher_study_name(2))
+    study, _ = tuning._open(search, tmp_path / "run", tuning.teacher_study_name(2))
     study.enqueue_trial({"lr": 1e4})
     study.enqueue_trial({"lr": 0.02})
     study.enqueue_trial({"lr": 0.02})
@@ -92,7 +92,7 @@ def test_run_worker_stops_at_exactly_n(tmp_path):
             raise Diverged("boom")
         return trial.suggest_float("x", 0, 1)
 
-    run_worker(study, objective, 3, (Diverged,), log=lambda s: None)
+    run_worker(study, storage, objective, 3, (Diverged,), log=lambda s: None)
     states = [t.state for t in study.get_trials()]
     assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
 
@@ -102,11 +102,11 @@ def test_a_worker_can_leave_a_study_whose_last_trials_run_elsewhere(tmp_path):
     storage = make_storage(storage_url(None, tmp_path), heartbeat=5)
     study = open_study("q", storage, "random")
     elsewhere = study.ask()  # another worker's trial, still running
-    run_worker(study, lambda t: t.suggest_float("x", 0, 1), 2, (), log=lambda s: None, wait=False)
+    run_worker(study, storage, lambda t: t.suggest_float("x", 0, 1), 2, (), log=lambda s: None, wait=False)
     states = [t.state for t in study.get_trials()]
     assert states.count(TrialState.COMPLETE) == 1 and states.count(TrialState.RUNNING) == 1
     study.tell(elsewhere, 0.5)
-    run_worker(study, lambda t: 1 / 0, 2, (), log=lambda s: None)  # the quota is met: nothing runs
+    run_worker(study, storage, lambda t: 1 / 0, 2, (), log=lambda s: None)  # the quota is met: nothing runs
     assert [t.state for t in study.get_trials()].count(TrialState.COMPLETE) == 2
 
 
@@ -246,13 +246,14 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_taken_over(tmp_
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    study = open_study("h", make_storage(storage_url(None, tmp_path), heartbeat=1), "random")
+    storage = make_storage(storage_url(None, tmp_path), heartbeat=1)
+    study = open_study("h", storage, "random")
     orphan = study.ask()  # no heartbeat was ever recorded for it
     orphan.set_user_attr("worker", f"{host_id()}:{dead.pid}")
     time.sleep(2.5)  # past the grace period, so Optuna's own check has had its chance
     optuna.storages.fail_stale_trials(study)
     assert study.get_trials()[0].state == TrialState.RUNNING  # the gap: Optuna leaves it RUNNING
-    run_worker(study, lambda t: t.suggest_float("x", 0, 1), 1, wait=False, log=lambda s: None)
+    run_worker(study, storage, lambda t: t.suggest_float("x", 0, 1), 1, wait=False, log=lambda s: None)
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
 
@@ -270,20 +271,20 @@ def test_user_error_in_a_trial_fails_it_and_repeated_failures_stop_the_worker(tm
             raise UserError("these widths cannot meet the budget")
         return 0.5
 
-    run_worker(study, objective, 2, tuning.FAILURES, log=lambda s: None)
+    run_worker(study, storage, objective, 2, tuning.FAILURES, log=lambda s: None)
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert "budget" in study.get_trials()[0].user_attrs["fail_reason"]
 
     always = open_study("v", storage, "random")
     with pytest.raises(UserError, match="3 trials in a row failed"):
-        run_worker(always, lambda t: (_ for _ in ()).throw(UserError("bad setting")), 5, tuning.FAILURES,
+        run_worker(always, storage, lambda t: (_ for _ in ()).throw(UserError("bad setting")), 5, tuning.FAILURES,
                    log=lambda s: None)
     assert len(always.get_trials()) == 3
     # divergence belongs to the sampled point (a high lr): it fails trials without stopping early
     diverging = open_study("w", storage, "random")
     with pytest.raises(UserError, match="10 trials in a row failed"):
-        run_worker(diverging, lambda t: (_ for _ in ()).throw(Diverged("loss nan")), 5, tuning.FAILURES,
+        run_worker(diverging, storage, lambda t: (_ for _ in ()).throw(Diverged("loss nan")), 5, tuning.FAILURES,
                    log=lambda s: None, counts_toward_stop=tuning._settings_error)
     assert len(diverging.get_trials()) == 10
 

@@ -77,12 +77,13 @@ class Export:
     model: Path
 
     @property
-    def dir(self) -> Path:  # the ONNX file names the job
+    def path(self) -> Path:
+        """The ONNX file."""
         return default_path(self.model)
 
     @property
     def marker(self) -> Path:
-        return failure_path(self.dir)
+        return failure_path(self.path)
 
     def done(self) -> bool:
         return stored_check(self.model) is not None or self.failure() is not None
@@ -103,6 +104,13 @@ class Export:
             return str(e)
         self.marker.unlink(missing_ok=True)
         return None
+
+    def forget_failure(self) -> bool:
+        """Remove a recorded failure (to try again after a fix); whether there was one."""
+        if not self.marker.exists():
+            return False
+        self.marker.unlink()
+        return True
 
 
 def measure(directory: Path, images: np.ndarray, labels: np.ndarray, runs: int = 100, warmup: int = 10,

@@ -25,14 +25,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 
 import optuna
 from optuna.trial import TrialState
 
 from shallowmimic.core.errors import UserError
-from shallowmimic.core.layout import within
 
 JOB = "job"  # user attribute holding a trial's job key
 
@@ -42,7 +40,10 @@ class NothingToTake(optuna.TrialPruned):
 
 
 class ShareableJob(Protocol):
-    dir: Path
+    """A job is its key (unique within the queue, the same in every worker) and whether it is done."""
+
+    @property
+    def key(self) -> str: ...
 
     def done(self) -> bool: ...
 
@@ -97,21 +98,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _grace(study: optuna.Study) -> float:
-    """Seconds after which a silent worker counts as dead (Optuna's grace period). The study's
-    storage is Optuna's cache around the RDBStorage: the interval is asked through the public
-    heartbeat API, the grace period read from the storage underneath (Optuna's default: 2x)."""
-    storage = study._storage
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
-    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None)
-    return grace or 2 * (interval or 60)
+def _grace(storage: optuna.storages.RDBStorage) -> float:
+    """Seconds after which a silent worker counts as dead: the storage's grace period (Optuna's
+    default where none is set: twice the heartbeat interval)."""
+    return storage.grace_period or 2 * (storage.heartbeat_interval or 60)
 
 
 # RUNNING trials of other hosts this process has given a heartbeat of its own (see `reap`).
 _vouched: set[tuple[str, str, int]] = set()
 
 
-def reap(study: optuna.Study) -> None:
+def reap(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
     """Fail the RUNNING trials (jobs, and search trials: `search.run_worker`) whose worker is
     gone, so that their job is enqueued again or their slot taken: a stale heartbeat (Optuna's
     check), a worker process on this host (and pid namespace) that no longer exists (no need to
@@ -122,10 +119,10 @@ def reap(study: optuna.Study) -> None:
     that Optuna never calls stale (it has no heartbeat to age). So each reaper records one
     heartbeat, once, for every RUNNING trial of another host it sees: a live owner's own
     heartbeats carry on over it, a dead owner's trial goes stale one grace period later and is
-    failed by any worker. The database's clock times it, so hosts' clocks need not agree."""
+    failed by any worker. The database's clock times it, so hosts' clocks need not agree.
+    (`storage` is the one `study` was opened on: Optuna's study does not show it.)"""
     optuna.storages.fail_stale_trials(study)
-    storage, grace = study._storage, _grace(study)
-    host, now = host_id(), datetime.now()
+    grace, host, now = _grace(storage), host_id(), datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
         if worker is None:
@@ -133,9 +130,10 @@ def reap(study: optuna.Study) -> None:
         else:
             where, _, pid = worker.rpartition(":")
             gone = where == host and pid.isdigit() and not _alive(int(pid))
-            mark = (str(getattr(storage, "url", id(storage))), study.study_name, t.number)
-            if where != host and mark not in _vouched and getattr(storage, "get_heartbeat_interval", lambda: None)():
-                storage.record_heartbeat(t._trial_id)
+            mark = (storage.url, study.study_name, t.number)
+            if where != host and mark not in _vouched and storage.heartbeat_interval:
+                study_id = storage.get_study_id_from_name(study.study_name)
+                storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, t.number))
                 _vouched.add(mark)
         if gone:
             try:  # finished or failed by someone else meanwhile: nothing to do
@@ -156,19 +154,21 @@ def _failed_elsewhere(study: optuna.Study, keys: Sequence[str], since: datetime)
     return None
 
 
-def run_jobs(study: optuna.Study, keys: Sequence[str], work: Callable[[str], bool], poll: float = 1.0,
-             log: Callable[[str], None] = print) -> list[str]:
+def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Sequence[str],
+             work: Callable[[str], bool], poll: float = 1.0, log: Callable[[str], None] = print) -> list[str]:
     """Take and do jobs of `keys` until every one is done by some worker; return the keys this
     worker took. `work` returns whether it did anything (a job found already done on disk did
     not). A job raising an exception is failed and the exception propagates (a teacher that
     diverges stops the study), and stops the other workers waiting for it; a job meant to be
     skipped for good must mark itself done."""
-    wanted, since = set(keys), datetime.now() - timedelta(seconds=_grace(study))
+    wanted, since = set(keys), datetime.now() - timedelta(seconds=_grace(storage))
     submit(study, keys)
     mine: list[str] = []
     waiting_for: set[str] = set()
+    claim: dict = {}  # the trial this worker popped, and whether its work returned
 
     def objective(trial: optuna.Trial) -> float:
+        claim["number"] = trial.number
         trial.set_user_attr("worker", worker_id())
         key = trial.user_attrs.get(JOB)
         if key is None:
@@ -184,16 +184,18 @@ def run_jobs(study: optuna.Study, keys: Sequence[str], work: Callable[[str], boo
         if error:
             raise UserError(error)
         try:
-            if work(key):
-                trial.set_user_attr("worked", True)
+            worked = work(key)
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
             raise
+        claim["returned"] = True
+        if worked:
+            trial.set_user_attr("worked", True)  # raises if our claim was failed meanwhile: `_taken_over`
         mine.append(key)
         return 0.0
 
     while True:
-        reap(study)
+        reap(study, storage)
         states = job_states(study)
         if all(TrialState.COMPLETE in states.get(k, set()) for k in keys):
             return mine
@@ -209,31 +211,41 @@ def run_jobs(study: optuna.Study, keys: Sequence[str], work: Callable[[str], boo
                 waiting_for |= running
             time.sleep(poll)  # every remaining job is running elsewhere: wait for it (or its stale heartbeat)
             continue
+        claim.clear()
         try:
             study.optimize(objective, n_trials=1, catch=())
-        except ValueError as e:
-            if not str(e).startswith("Cannot tell"):
+        except ValueError:
+            if not _taken_over(study, claim):
                 raise
             # our claim was failed as stale while we worked (a starved heartbeat); its next taker finishes it
-            log(f"a job of this worker was taken over by another ({e})")
+            log(f"a job of this worker (trial {claim['number']}) was taken over by another")
+
+
+def _taken_over(study: optuna.Study, claim: dict) -> bool:
+    """Whether the trial this worker popped was failed by another worker's reaper while its work
+    ran to the end (Optuna then refuses to complete it)."""
+    if not claim.get("returned"):
+        return False
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return any(t.number == claim["number"] for t in failed)
 
 
 class JobQueue:
     """The study's job queue. `share(jobs, work)` returns once every job is done, each by
     exactly one of the workers sharing the queue; a job already done on disk is not redone."""
 
-    def __init__(self, study: optuna.Study, root: Path, poll: float = 1.0, log: Callable[[str], None] = print):
-        self.study, self.root, self.poll, self.log = study, Path(root), poll, log
+    def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, poll: float = 1.0,
+                 log: Callable[[str], None] = print):
+        self.study, self.storage, self.poll, self.log = study, storage, poll, log
 
     def keys(self, jobs: Sequence[ShareableJob]) -> list[str]:
         states = job_states(self.study)
         keys = []
         for job in jobs:
-            rel = within(job.dir, self.root)
             n = 0
-            while TrialState.COMPLETE in states.get(f"{rel}#{n}", set()) and not job.done():
+            while TrialState.COMPLETE in states.get(f"{job.key}#{n}", set()) and not job.done():
                 n += 1
-            keys.append(f"{rel}#{n}")
+            keys.append(f"{job.key}#{n}")
         return keys
 
     def share(self, jobs: Sequence[ShareableJob], work: Callable[[ShareableJob], None]) -> None:
@@ -250,7 +262,7 @@ class JobQueue:
             work(job)
             return True
 
-        run_jobs(self.study, keys, do, poll=self.poll, log=self.log)
+        run_jobs(self.study, self.storage, keys, do, poll=self.poll, log=self.log)
 
     def jobs_per_worker(self) -> dict[str, int]:
         """How many jobs each worker has done (jobs found already done on disk not counted)."""

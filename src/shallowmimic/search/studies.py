@@ -128,12 +128,14 @@ class Surplus(Exception):
     """Two workers started the last trial at once; the later one stands down."""
 
 
-def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+def run_worker(study: optuna.Study, storage: optuna.storages.RDBStorage,
+               objective: Callable[[optuna.Trial], float], n_trials: int,
                failures: tuple[type[BaseException], ...] = (), poll: float = 1.0,
                log: Callable[[str], None] = print, max_failed_in_a_row: int = 3,
                counts_toward_stop: Callable[[BaseException], bool] = lambda e: True,
                max_any_failed_in_a_row: int = 10, wait: bool = True) -> None:
-    """Run trials of `study` until it has `n_trials` completed ones (counting every worker's).
+    """Run trials of `study` (opened on `storage`) until it has `n_trials` completed ones
+    (counting every worker's).
 
     While the quota is taken by trials still RUNNING elsewhere, wait: if their worker died
     (its heartbeat went stale, or its process is gone from this host: `jobs.reap`), the trial
@@ -169,7 +171,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     while True:
         # Not only Optuna's stale heartbeats: a worker killed before its first heartbeat landed
         # leaves a RUNNING trial that would never go stale, and the study would wait forever.
-        reap(study)
+        reap(study, storage)
         c = counts(study)
         if c[TrialState.COMPLETE] >= n_trials:
             return

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shallowmimic.core.config import config_hash
-from shallowmimic.core.layout import FAILED_JSON, INFERENCE_NOTES, RESULT_JSON, SEARCH_JSON
+from shallowmimic.core.layout import FAILED_JSON, RESULT_JSON, SEARCH_JSON
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from shallowmimic.distill.students import StudentSetting
 from shallowmimic.distill.transfer import MANIFEST as TRANSFER_MANIFEST
@@ -21,16 +21,24 @@ FAILED = FAILED_JSON
 
 @dataclass(frozen=True)
 class Job:
+    """One job of the study: its key in the job queue (its directory's path inside the study),
+    what it computes from, and the file that marks it done."""
+
     stage: str
     name: str
     dir: Path
     params: dict  # what the job depends on (hashed into dir)
+    key: str  # the directory's path inside the study: the job queue's name for it
+    marker: str = RESULT_JSON  # the file, in dir, that marks the job finished
+
+    @classmethod
+    def at(cls, out: Path, stage: str, name: str, where: str, params: dict, marker: str = RESULT_JSON) -> Job:
+        """The job whose directory is `where` inside the study `out`."""
+        return cls(stage, name, Path(out) / where, params, where, marker)
 
     def markers(self) -> tuple[Path, Path]:
         """The files of which either marks the job done: its result, or its failure."""
-        marker = {"ensemble": ENSEMBLE_MANIFEST, "transfer": TRANSFER_MANIFEST, "search": SEARCH_JSON,
-                  "inference": INFERENCE_NOTES}.get(self.stage, RESULT_JSON)
-        return self.dir / marker, self.dir / FAILED
+        return self.dir / self.marker, self.dir / FAILED
 
     def done(self) -> bool:
         """Finished, or failed in a way a re-run would only repeat (a diverged student)."""
@@ -48,17 +56,19 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
         p = {"data": data_id, "epochs": t.epochs, "trials": search.teacher_trials, "sampler": search.sampler,
              "startup": search.startup, "seed": search.seed}
         name = f"teachers-{config_hash(p)}"
-        teachers.append(Job("search", f"teacher study ({search.teacher_trials} trials)", out / "trials" / name, p))
+        teachers.append(Job.at(out, "search", f"teacher study ({search.teacher_trials} trials)", f"trials/{name}", p,
+                               SEARCH_JSON))
     for i in range(0 if search.teacher_trials else t.count):
         p = {"data": data_id, "variant": t.variant, "spec": t.specs[i % len(t.specs)] if t.specs else "",
              "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i,
              **({"label_smoothing": t.label_smoothing} if t.label_smoothing >= 0 else {})}
-        teachers.append(Job("teacher", f"teacher {i}", out / "teachers" / f"t{i:02d}-{config_hash(p)}", p))
+        teachers.append(Job.at(out, "teacher", f"teacher {i}", f"teachers/t{i:02d}-{config_hash(p)}", p))
     ens_p = {"k": cfg.ensemble.k, "teachers": [j.dir.name for j in teachers]}
-    ensemble = Job("ensemble", f"ensemble of {cfg.ensemble.k}", out / "ensemble" / config_hash(ens_p), ens_p)
+    ensemble = Job.at(out, "ensemble", f"ensemble of {cfg.ensemble.k}", f"ensemble/{config_hash(ens_p)}", ens_p,
+                      ENSEMBLE_MANIFEST)
     tr_p = {**asdict(cfg.transfer), "ensemble": ensemble.dir.name}
-    transfer = Job("transfer", f"transfer set ({cfg.transfer.epochs} epochs)",
-                   out / "transfer" / config_hash(tr_p), tr_p)
+    transfer = Job.at(out, "transfer", f"transfer set ({cfg.transfer.epochs} epochs)",
+                      f"transfer/{config_hash(tr_p)}", tr_p, TRANSFER_MANIFEST)
     s = cfg.students
     settings = [(f, b, loss) for loss in s.losses for b in s.budgets for f in s.families if not s.omitted(f, b)]
     settings += [(f, b, "hard") for b in s.hard_budgets for f in s.hard_families or s.families
@@ -70,7 +80,7 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
                  "train": asdict(student_train_config(cfg, loss, 0)), "trials": search.student_trials,
                  "sampler": search.sampler, "startup": search.startup, "seed": search.seed}
             name = f"students-{fam}-{format_budget(parse_budget(budget))}-{loss}-{config_hash(p)}"
-            students.append(Job("search", f"{fam}@{budget} {loss} study", out / "trials" / name, p))
+            students.append(Job.at(out, "search", f"{fam}@{budget} {loss} study", f"trials/{name}", p, SEARCH_JSON))
             continue
         for r in range(s.models_per_setting(loss)):
             free = s.free_widths(fam, parse_budget(budget))
@@ -79,7 +89,7 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
                  "init_scale": s.init_scale, "input_scale": s.input_scale,
                  **({"free": list(free)} if free else {})}  # absent when mid-range: keeps older runs' keys
             name = f"{fam}-{format_budget(parse_budget(budget))}-{loss}-r{r}"
-            students.append(Job("student", name, out / "students" / f"{name}-{config_hash(p)}", p))
+            students.append(Job.at(out, "student", name, f"students/{name}-{config_hash(p)}", p))
     return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
 
 

@@ -221,7 +221,7 @@ def job_queue(cfg: StudyConfig, out: Path, echo: Echo = say) -> JobQueue:
     storage = make_storage(storage_url(cfg.search.storage or None, out), cfg.search.heartbeat)
     out.mkdir(parents=True, exist_ok=True)
     identity = create_once(out / STUDY_ID, uuid.uuid4().hex)
-    return JobQueue(open_queue(storage, queue_name(identity)), out, log=echo)
+    return JobQueue(open_queue(storage, queue_name(identity)), storage, log=echo)
 
 
 def measure_inference(out: Path, data_path=None, runs: int = 100, batch: int = 256) -> list[dict]:

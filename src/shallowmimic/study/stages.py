@@ -15,7 +15,7 @@ import torch
 from shallowmimic.core.config import config_hash
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import read_json, write_json
-from shallowmimic.core.layout import RESULT_JSON, within
+from shallowmimic.core.layout import INFERENCE_NOTES, RESULT_JSON, SEARCH_JSON, within
 from shallowmimic.data.sources import Dataset
 from shallowmimic.deploy.inference import CSV_NAME as INFERENCE_CSV
 from shallowmimic.deploy.inference import Export, measure_study
@@ -29,7 +29,7 @@ from shallowmimic.models.store import load_model
 from shallowmimic.report.results import TOP
 from shallowmimic.search.jobs import JobQueue
 from shallowmimic.study.config import StudyConfig
-from shallowmimic.study.planning import FAILED, INFERENCE_NOTES, SEARCH_JSON, Job, largest_first
+from shallowmimic.study.planning import FAILED, Job, largest_first
 from shallowmimic.study.tuning import SearchConfig, study_summary, tune_students, tune_teachers
 from shallowmimic.training.loop import Diverged, TrainConfig
 from shallowmimic.training.teachers import teacher_config, train_teacher
@@ -99,11 +99,23 @@ def teachers_stage(ctx: StudyContext, jobs: list[Job]) -> list[Path]:
 class Shard:
     """One stored epoch of the transfer set, a job of its own: workers label epochs in parallel."""
 
-    dir: Path  # the shard's file, which names the job
+    key: str  # the shard file's path inside the study
+    path: Path
     epoch: int
 
     def done(self) -> bool:
-        return self.dir.exists()
+        return self.path.exists()
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One model's export and check (`deploy.Export`) as a job of the queue."""
+
+    key: str  # the export's path inside the study
+    export: Export
+
+    def done(self) -> bool:
+        return self.export.done()
 
 
 def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -> None:
@@ -122,7 +134,8 @@ def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -
             loaded.append(Ensemble(members).eval())
         return loaded[0]
 
-    shards = [] if job.done() else [Shard(job.dir / shard_name(e), e) for e in range(tcfg.epochs)]
+    shards = [] if job.done() else [Shard(f"{job.key}/{shard_name(e)}", job.dir / shard_name(e), e)
+                                    for e in range(tcfg.epochs)]
     ctx.queue.share(shards, lambda shard: generate(ensemble(), ctx.data["x_train"], tcfg, job.dir, source,
                                                progress=ctx.progress, only=[shard.epoch]))
 
@@ -201,16 +214,17 @@ def inference_stage(ctx: StudyContext, dirs: list[Path]) -> dict:
     # The timing is one job, so that no worker times models while another works beside it; its
     # notes are kept for the workers that waited for it. Before it, every export and its check,
     # each a job of its own (any worker takes it).
-    job = Job("inference", "inference cost", ctx.out / "inference" / config_hash(
+    job = Job.at(ctx.out, "inference", "inference cost", "inference/" + config_hash(
         {"models": [within(d, ctx.out) for d in models], "runs": ctx.cfg.inference.runs,
-         "batch": ctx.cfg.inference.batch}), {})
+         "batch": ctx.cfg.inference.batch}), {}, INFERENCE_NOTES)
 
-    def export(e: Export) -> None:
-        error = e.run(ctx.ds.x_test, ctx.ds.y_test)
+    def export(e: ExportJob) -> None:
+        error = e.export.run(ctx.ds.x_test, ctx.ds.y_test)
         if error:
             ctx.echo(f"  export failed: {error}")
 
-    ctx.queue.share([] if job.done() else [Export(d) for d in models], export)
+    exports = [ExportJob(within(Export(d).path, ctx.out), Export(d)) for d in models]
+    ctx.queue.share([] if job.done() else exports, export)
 
     def measure(job: Job) -> None:
         failed = {d: Export(d).failure() for d in models}
@@ -248,8 +262,7 @@ def forget_failures(jobs: dict[str, list[Job]], out: Path, echo) -> None:
             for name in (FAILED, CHECKPOINT, SIDECAR, BEST, BEST_PENDING):
                 (job.dir / name).unlink(missing_ok=True)
             echo(f"retrying failed job {job.name}")
-        for marker in job.dir.glob("*.onnx.failed.json") if job.dir.is_dir() else []:  # a failed export
-            marker.unlink()
+        if job.dir.is_dir() and Export(job.dir).forget_failure():
             echo(f"retrying the failed export of {job.name}")
             for notes in Path(out).glob(f"inference/*/{INFERENCE_NOTES}"):  # and the timing after it
                 notes.unlink()

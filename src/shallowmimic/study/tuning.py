@@ -62,9 +62,9 @@ def student_study_name(family: str, budget: int, loss: str) -> str:
     return f"students-{family}-{format_budget(budget)}-{loss}"
 
 
-def _open(search: SearchConfig, run_dir: Path, name: str) -> optuna.Study:
+def _open(search: SearchConfig, run_dir: Path, name: str) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     storage = make_storage(storage_url(search.storage or None, run_dir), search.heartbeat, search.grace or None)
-    return open_study(name, storage, search.sampler, search.startup, search.seed)
+    return open_study(name, storage, search.sampler, search.startup, search.seed), storage
 
 
 def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int, device, split: SplitConfig,
@@ -72,7 +72,7 @@ def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int,
     """Run (or join) the teacher study: paper teachers, all 18 hyperparameters searched."""
     run_dir = Path(run_dir)
     name = name or teacher_study_name(epochs)
-    study = _open(search, run_dir, name)
+    study, storage = _open(search, run_dir, name)
     data = data or split_tensors(ds, split, device)
 
     def objective(trial: optuna.Trial) -> float:
@@ -89,7 +89,7 @@ def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int,
         log(f"teacher trial {trial.number}: {spec} val error {1 - r['val_acc']:.4f}")
         return 1.0 - r["val_acc"]
 
-    run_worker(study, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error)
+    run_worker(study, storage, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error)
     return study
 
 
@@ -112,7 +112,7 @@ def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir
     run_dir = Path(run_dir)
     fam = get_student(family)
     name = name or student_study_name(family, budget, loss)
-    study = _open(search, run_dir, name)
+    study, storage = _open(search, run_dir, name)
     data = data or split_tensors(ds, split, device)
     space = student_space(fam, budget)
 
@@ -128,6 +128,7 @@ def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir
         log(f"student trial {trial.number}: {r['spec']} val error {1 - r['val_acc']:.4f}")
         return 1.0 - r["val_acc"]
 
-    run_worker(study, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error, wait=wait)
+    run_worker(study, storage, objective, search.trials, FAILURES, log=log, counts_toward_stop=_settings_error,
+               wait=wait)
     return study
 
