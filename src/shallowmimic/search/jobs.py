@@ -31,8 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from shallowmimic.core.errors import UserError
-
-JOB = "job"  # user attribute holding a trial's job key
+from shallowmimic.search.attrs import ERROR, JOB, WORKED, WORKER
 
 
 class NothingToTake(optuna.TrialPruned):
@@ -124,7 +123,7 @@ def reap(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
     optuna.storages.fail_stale_trials(study)
     grace, host, now = _grace(storage), host_id(), datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
+        worker = t.user_attrs.get(WORKER)
         if worker is None:
             gone = t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
         else:
@@ -148,9 +147,9 @@ def _failed_elsewhere(study: optuna.Study, keys: Sequence[str], since: datetime)
     grace period before this worker started, so that workers started together count as one
     attempt; a job that raised longer ago is tried again: a re-run after a fix.)"""
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get(JOB) in keys and "error" in t.user_attrs and t.datetime_complete and \
+        if t.user_attrs.get(JOB) in keys and ERROR in t.user_attrs and t.datetime_complete and \
                 t.datetime_complete >= since:
-            return f"{t.user_attrs[JOB]} failed in worker {t.user_attrs.get('worker')}: {t.user_attrs['error']}"
+            return f"{t.user_attrs[JOB]} failed in worker {t.user_attrs.get(WORKER)}: {t.user_attrs[ERROR]}"
     return None
 
 
@@ -169,7 +168,7 @@ def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Seq
 
     def objective(trial: optuna.Trial) -> float:
         claim["number"] = trial.number
-        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr(WORKER, worker_id())
         key = trial.user_attrs.get(JOB)
         if key is None:
             raise NothingToTake("no job was waiting")
@@ -186,11 +185,11 @@ def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Seq
         try:
             worked = work(key)
         except Exception as e:
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
+            trial.set_user_attr(ERROR, f"{type(e).__name__}: {e}"[:1000])
             raise
         claim["returned"] = True
         if worked:
-            trial.set_user_attr("worked", True)  # raises if our claim was failed meanwhile: `_taken_over`
+            trial.set_user_attr(WORKED, True)  # raises if our claim was failed meanwhile: `_taken_over`
         mine.append(key)
         return 0.0
 
@@ -266,5 +265,5 @@ class JobQueue:
 
     def jobs_per_worker(self) -> dict[str, int]:
         """How many jobs each worker has done (jobs found already done on disk not counted)."""
-        return dict(Counter(t.user_attrs["worker"] for t in self.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("worked")))
+        return dict(Counter(t.user_attrs[WORKER] for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get(WORKED)))

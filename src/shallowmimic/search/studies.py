@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.spaces import SAMPLERS, Param
+from shallowmimic.search.attrs import FAIL_REASON, WORKER
 from shallowmimic.search.jobs import reap, worker_id
 
 # Heartbeats are "experimental" in Optuna since 2.9 yet stable in practice; say it once, here.
@@ -149,16 +150,16 @@ def run_worker(study: optuna.Study, storage: optuna.storages.RDBStorage,
     any_streak: list[str] = []  # failures of any kind in a row
 
     def guarded(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr(WORKER, worker_id())
         active = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                   if t.number < trial.number]
         if len(active) >= n_trials:
-            trial.set_user_attr("fail_reason", "surplus: the study already had enough trials")
+            trial.set_user_attr(FAIL_REASON, "surplus: the study already had enough trials")
             raise optuna.TrialPruned("surplus")
         try:
             value = objective(trial)
         except failures as e:
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+            trial.set_user_attr(FAIL_REASON, f"{type(e).__name__}: {e}")
             log(f"trial {trial.number} failed: {e}")
             any_streak.append(str(e))
             if counts_toward_stop(e):

@@ -158,12 +158,12 @@ def _running(storage, out: Path) -> list[tuple[str, str]]:
     """(worker, job key) of each running job in the study's queue, read without taking part."""
     from optuna.trial import TrialState
 
-    from shallowmimic.search.jobs import JOB
+    from shallowmimic.search.attrs import JOB, WORKER
 
     identity = read_study_id(out)
     # a study begun before study.id existed named its queue after its directory's path
     name = queue_name(identity) if identity else f"jobs:{Path(out).resolve()}"
-    return [(t.user_attrs.get("worker", "?"), t.user_attrs[JOB].rsplit("#", 1)[0])
+    return [(t.user_attrs.get(WORKER, "?"), t.user_attrs[JOB].rsplit("#", 1)[0])
             for t in _trials(storage, name, (TrialState.RUNNING,)) if JOB in t.user_attrs]
 
 
@@ -172,13 +172,15 @@ def _search(storage, out: Path, job: dict) -> tuple[float, list[tuple[str, str]]
     (worker, where); its Optuna study is named after its directory."""
     from optuna.trial import TrialState
 
+    from shallowmimic.search.attrs import TRIAL_DIR, WORKER
+
     trials = _trials(storage, Path(job["markers"][0]).parent.name, (TrialState.COMPLETE, TrialState.RUNNING))
     done = sum(t.state == TrialState.COMPLETE for t in trials)
     running = []
     for t in trials:
         if t.state == TrialState.RUNNING:
-            where = _where(Path(t.user_attrs["dir"]), 1)[1] if "dir" in t.user_attrs else ""
-            running.append((t.user_attrs.get("worker", "?"), f"trial {t.number}" + (f", {where}" if where else "")))
+            where = _where(Path(t.user_attrs[TRIAL_DIR]), 1)[1] if TRIAL_DIR in t.user_attrs else ""
+            running.append((t.user_attrs.get(WORKER, "?"), f"trial {t.number}" + (f", {where}" if where else "")))
     return done / max(1, job.get("trials") or 1), running
 
 

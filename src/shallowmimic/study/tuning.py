@@ -18,6 +18,7 @@ from shallowmimic.distill.students import StudentSetting, train_student
 from shallowmimic.models.budget import format_budget
 from shallowmimic.models.families import get_student
 from shallowmimic.models.spaces import SAMPLERS, TEACHER_SPACE, student_free, student_space, teacher_from_params
+from shallowmimic.search.attrs import FAIL_REASON, SPEC, TRIAL_DIR
 from shallowmimic.search.storage import make_storage, storage_url
 from shallowmimic.search.studies import open_study, run_worker, suggest, trial_dir
 from shallowmimic.study.config import SearchSettings
@@ -79,8 +80,8 @@ def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int,
         p = suggest(trial, TEACHER_SPACE)
         spec, options, hsv = teacher_from_params(p)
         out = trial_dir(run_dir, name, trial.number)
-        trial.set_user_attr("dir", str(out))
-        trial.set_user_attr("spec", spec)
+        trial.set_user_attr(TRIAL_DIR, str(out))
+        trial.set_user_attr(SPEC, spec)
         cfg = teacher_config("paper", epochs=epochs, lr=p["lr"], momentum=p["momentum"],
                              weight_decay=p["weight_decay"], seed=search.seed + trial.number)
         r = train_teacher(ds, out, "paper", spec, cfg, device, split, hsv=hsv, progress=progress,
@@ -96,8 +97,8 @@ def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int,
 def study_summary(study: optuna.Study) -> dict:
     """What the pipeline and the report need of a finished study (also its done-marker)."""
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-               "dir": t.user_attrs.get("dir"), "spec": t.user_attrs.get("spec"),
-               "fail_reason": t.user_attrs.get("fail_reason")} for t in study.get_trials(deepcopy=False)]
+               "dir": t.user_attrs.get(TRIAL_DIR), "spec": t.user_attrs.get(SPEC),
+               "fail_reason": t.user_attrs.get(FAIL_REASON)} for t in study.get_trials(deepcopy=False)]
     done = [t for t in trials if t["state"] == "COMPLETE"]
     best = min(done, key=lambda t: (t["value"], t["number"])) if done else None
     return {"study": study.study_name, "sampler": study.user_attrs.get("sampler_class"), "trials": trials,
@@ -120,11 +121,11 @@ def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir
         p = suggest(trial, space)
         setting = StudentSetting(family, budget, loss, student_free(fam, p), p["init_scale"], p["input_scale"])
         out = trial_dir(run_dir, name, trial.number)
-        trial.set_user_attr("dir", str(out))
+        trial.set_user_attr(TRIAL_DIR, str(out))
         cfg = replace(base, lr=p["lr"], momentum=p["momentum"], loss=loss, seed=search.seed + trial.number)
         r = train_student(ds, transfer_dir, setting, cfg, out, device, split, progress=progress, data=data,
                           evaluate_test=False)
-        trial.set_user_attr("spec", r["spec"])
+        trial.set_user_attr(SPEC, r["spec"])
         log(f"student trial {trial.number}: {r['spec']} val error {1 - r['val_acc']:.4f}")
         return 1.0 - r["val_acc"]
 
