@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 
 from shallowmimic.models.budget import parse_budget
-from shallowmimic.models.families import STUDENT_OPTIONS, STUDENTS, default_free, get_teacher, solve_student
 from shallowmimic.models.flops import train_flops_per_image
 from shallowmimic.models.notation import parse_spec
+from shallowmimic.models.solve import solve_student
 from shallowmimic.models.store import ModelSpec
+from shallowmimic.models.students import STUDENT_OPTIONS, STUDENTS, default_free
+from shallowmimic.models.teachers import get_teacher
 from shallowmimic.study.config import load_study
 
 H200_BF16_PEAK = 989e12

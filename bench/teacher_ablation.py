@@ -19,9 +19,9 @@ from shallowmimic.cli.bench import TEACHER_COLUMNS, format_table
 from shallowmimic.core.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.core.layout import METRICS
 from shallowmimic.data.sources import load_dataset
-from shallowmimic.models.families import TEACHERS
 from shallowmimic.models.layers import with_tta
 from shallowmimic.models.store import load_model
+from shallowmimic.models.teachers import TEACHERS
 from shallowmimic.training.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
 
 FAST = TEACHERS["fast"]
@@ -29,10 +29,10 @@ ABLATIONS = {
     "full": FAST,
     "no-whiten": replace(FAST, default_spec=FAST.default_spec.replace("24w@2-", "")),
     "no-dirac": replace(FAST, options=replace(FAST.options, dirac_init=False)),
-    "no-bias-lr": replace(FAST, bias_lr_scale=1.0),
-    "no-lookahead": replace(FAST, lookahead=False),
+    "no-bias-lr": replace(FAST, recipe=replace(FAST.recipe, bias_lr_scale=1.0)),
+    "no-lookahead": replace(FAST, recipe=replace(FAST.recipe, lookahead=False)),
     "no-alt-flip": replace(FAST, alternating_flip=False),
-    "no-smoothing": replace(FAST, label_smoothing=0.0),
+    "no-smoothing": replace(FAST, recipe=replace(FAST.recipe, label_smoothing=0.0)),
     "relu": replace(FAST, options=replace(FAST.options, activation="relu")),
     "fp32": FAST,  # trained with --precision fp32 below
 }

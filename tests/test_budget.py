@@ -6,19 +6,10 @@ import torch
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.budget import PAPER_BUDGETS, parse_budget, solve_width
-from shallowmimic.models.families import (
-    STUDENT_OPTIONS,
-    STUDENTS,
-    TEACHERS,
-    default_free,
-    free_ranges,
-    get_student,
-    get_teacher,
-    sample_free,
-    solve_student,
-    teacher_spec,
-)
 from shallowmimic.models.layers import build
+from shallowmimic.models.solve import solve_student
+from shallowmimic.models.students import STUDENT_OPTIONS, STUDENTS, default_free, free_ranges, get_student, sample_free
+from shallowmimic.models.teachers import TEACHERS, get_teacher, teacher_spec
 
 
 @pytest.mark.parametrize("family", list(STUDENTS))
@@ -107,3 +98,26 @@ def test_teacher_scales_map_onto_the_paper_ranges():
     with pytest.raises(UserError, match="scales"):
         teacher_spec((0.5, 0.5, 1.5, 0.5))
     assert TEACHERS["fast"].options.batchnorm and not TEACHERS["paper"].options.batchnorm
+
+
+def test_every_teacher_recipe_is_a_set_of_train_config_fields():
+    """Issue 22 item 2: a variant's recipe is copied into TrainConfig as a whole, by field name."""
+    from dataclasses import fields
+
+    from shallowmimic.training.loop import TrainConfig
+    from shallowmimic.training.teachers import teacher_config
+
+    train_fields = {f.name for f in fields(TrainConfig)}
+    for name, variant in TEACHERS.items():
+        recipe = {f.name: getattr(variant.recipe, f.name) for f in fields(variant.recipe)}
+        assert set(recipe) <= train_fields, name
+        cfg = teacher_config(name, epochs=3)
+        assert {k: getattr(cfg, k) for k in recipe} == recipe and cfg.loss == "hard" and cfg.epochs == 3
+
+
+def test_pooled_conv_families_keep_their_paper_layout():
+    from shallowmimic.models.students import STUDENTS
+
+    assert STUDENTS["conv2"].spec((20, 30), 40) == "20c@5-mp-30c@5-mp-40fc"
+    assert STUDENTS["conv3"].spec((20, 30, 35), 40) == "20c@5-mp-30c@5-mp-35c@5-mp-40fc"
+    assert STUDENTS["conv3"].free == ("conv1", "conv2", "conv3") and STUDENTS["conv2"].conv_layers == 2

@@ -42,8 +42,8 @@ def test_schedules_all_have_a_rate():
 
 
 def test_cli_choices_come_from_the_registries():
-    from shallowmimic.models.families import TEACHERS
     from shallowmimic.models.spaces import SAMPLERS
+    from shallowmimic.models.teachers import TEACHERS
     from shallowmimic.training.losses import LOSSES
     from shallowmimic.training.schedule import SCHEDULES
 

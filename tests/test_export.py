@@ -9,9 +9,11 @@ from click.testing import CliRunner
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.checkpoint import BEST, save_weights
-from shallowmimic.models.families import STUDENTS, TEACHERS, default_free, solve_student
 from shallowmimic.models.notation import BuildOptions
+from shallowmimic.models.solve import solve_student
 from shallowmimic.models.store import ModelSpec, save_model_spec
+from shallowmimic.models.students import STUDENTS, default_free
+from shallowmimic.models.teachers import TEACHERS
 
 onnx = pytest.importorskip("onnx")  # installed by the README's commands and in CI
 ort = pytest.importorskip("onnxruntime")

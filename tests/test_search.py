@@ -44,7 +44,7 @@ def test_teacher_space_has_the_papers_18_parameters():
 
 
 def test_student_space_per_family_and_budget():
-    from shallowmimic.models.families import get_student
+    from shallowmimic.models.students import get_student
 
     s = {p.name: p for p in spaces.student_space(get_student("conv2"), 10_000_000)}
     assert (s["lr"].low, s["lr"].high, s["lr"].log) == (0.0013, 0.016, True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.budget import parse_budget
-from shallowmimic.models.families import Solved, default_free, get_student, solve_student
 from shallowmimic.models.notation import Arch, layer_table
+from shallowmimic.models.solve import Solved, solve_student
+from shallowmimic.models.students import default_free, get_student
 
 
 def arch_table(arch: Arch, channels: int, size: int, classes: int, batchnorm: bool = False) -> str:

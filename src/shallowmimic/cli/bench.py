@@ -75,9 +75,11 @@ def bench_train(device: torch.device, steps: int = 5, batch: int = 128) -> list[
     for the teacher variants and a few students."""
     from shallowmimic.augment.transforms import STUDENT_HSV
     from shallowmimic.core.device import autocast, memory_format, precision
-    from shallowmimic.models.families import STUDENT_OPTIONS, STUDENTS, TEACHERS, default_free, solve_student
     from shallowmimic.models.notation import parse_spec
+    from shallowmimic.models.solve import solve_student
     from shallowmimic.models.store import ModelSpec
+    from shallowmimic.models.students import STUDENT_OPTIONS, STUDENTS, default_free
+    from shallowmimic.models.teachers import TEACHERS
     from shallowmimic.training.batches import AugmentedBatches
 
     models = [(f"teacher-{v.name}", v.default_spec, v.options) for v in TEACHERS.values()]

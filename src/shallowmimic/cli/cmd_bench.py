@@ -81,7 +81,7 @@ def bench_teacher_cmd(data_path, device, runs, seed, batch_size, lr, out):
     """Teacher test accuracy against training wall time, on the 40k training split."""
     from shallowmimic.cli.bench import TEACHER_COLUMNS, bench_teacher, format_table, reference_line
     from shallowmimic.core.device import resolve_device
-    from shallowmimic.models.families import get_teacher
+    from shallowmimic.models.teachers import get_teacher
 
     parsed = []
     for r in runs:

@@ -25,7 +25,7 @@ from shallowmimic.core.errors import UserError
 @click.option("--budget", default=None, help="Parameter budget for --student, e.g. 1M, 3.16M, 300k.")
 @click.option("--widths", default=None,
               help="Free widths (or unit ratios for mlp2..5), comma-separated; default: mid-range.")
-@click.option("--teacher", "variant", type=Registry("models.families", "TEACHERS", tuple), default=None,
+@click.option("--teacher", "variant", type=Registry("models.teachers", "TEACHERS", tuple), default=None,
               help="Teacher variant: its default spec.")
 @click.option("--size", type=click.IntRange(min=1), default=32, show_default=True, help="Input image side.")
 @click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True, help="Number of classes.")
@@ -44,7 +44,7 @@ def arch_cmd(spec, family, budget, widths, variant, size, classes, batchnorm):
         click.echo(f"{family} at budget {solved.budget:,}: {spec} "
                    f"({solved.params:,} parameters, {100 * (solved.params / solved.budget - 1):+.3f}%)")
     elif variant:
-        from shallowmimic.models.families import get_teacher
+        from shallowmimic.models.teachers import get_teacher
 
         v = get_teacher(variant)
         spec, batchnorm = v.default_spec, v.options.batchnorm
@@ -61,7 +61,7 @@ def teacher():
 @teacher.command("train")
 @data_option
 @device_option
-@click.option("--variant", type=Registry("models.families", "TEACHERS", tuple), default="fast", show_default=True,
+@click.option("--variant", type=Registry("models.teachers", "TEACHERS", tuple), default="fast", show_default=True,
               help="Teacher variant: its layers' options and training defaults.")
 @click.option("--arch", "spec", default=None, help="Architecture spec (default: the variant's).")
 @click.option("--scales", default=None, help="Four width scales C1,C2,C3,H in [0,1] (paper ranges).")
@@ -72,7 +72,7 @@ def teacher_train(data_path, device, variant, spec, scales, weight_decay, out, e
                   momentum, schedule, seed, val_size, train_limit, val_limit, resume, no_progress):
     """Train one teacher with online augmentation (teacher HSV constants)."""
     from shallowmimic.core.device import resolve_device
-    from shallowmimic.models.families import teacher_spec
+    from shallowmimic.models.teachers import teacher_spec
     from shallowmimic.training.teachers import SplitConfig, teacher_config, train_teacher
 
     if scales:

@@ -14,10 +14,11 @@ from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.data.sources import Dataset
 from shallowmimic.distill.transfer import TransferBatches
 from shallowmimic.models.budget import format_budget
-from shallowmimic.models.families import default_free, get_student, solve_student
 from shallowmimic.models.flops import train_flops_per_image
 from shallowmimic.models.notation import BuildOptions
+from shallowmimic.models.solve import solve_student
 from shallowmimic.models.store import ModelSpec, load_model, save_model_spec
+from shallowmimic.models.students import default_free, get_student
 from shallowmimic.training.batches import test_record
 from shallowmimic.training.loop import TrainConfig, fit
 from shallowmimic.training.teachers import SplitConfig, split_tensors

@@ -7,9 +7,11 @@ import torch
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.budget import parse_budget
-from shallowmimic.models.families import STUDENT_OPTIONS, STUDENTS, TEACHERS, default_free, solve_student
 from shallowmimic.models.notation import parse_spec
+from shallowmimic.models.solve import solve_student
 from shallowmimic.models.store import ModelSpec
+from shallowmimic.models.students import STUDENT_OPTIONS, STUDENTS, default_free
+from shallowmimic.models.teachers import TEACHERS
 
 ROLES = ("teacher", "student")
 

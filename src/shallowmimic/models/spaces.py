@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shallowmimic.augment.transforms import HSVConstants
-from shallowmimic.models.families import StudentFamily, free_ranges, teacher_spec
 from shallowmimic.models.notation import BuildOptions
+from shallowmimic.models.students import StudentFamily, free_ranges
+from shallowmimic.models.teachers import teacher_spec
 
 SAMPLERS = ("gp", "tpe", "random")  # Optuna's GP sampler, TPE, or random search (search/studies.py builds them)
 

@@ -10,7 +10,7 @@ from shallowmimic.core.files import atomic_path, provenance
 from shallowmimic.core.stats import bootstrap_diff, decode_correct
 from shallowmimic.deploy.inference import read_inference
 from shallowmimic.models.budget import format_budget
-from shallowmimic.models.families import STUDENTS
+from shallowmimic.models.students import STUDENTS
 from shallowmimic.report import paper
 from shallowmimic.report.figure import figure1, search_plot
 from shallowmimic.report.findings import check_findings

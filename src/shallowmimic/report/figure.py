@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shallowmimic.core.files import atomic_path
-from shallowmimic.models.families import STUDENTS
+from shallowmimic.models.students import STUDENTS
 from shallowmimic.report import paper
 from shallowmimic.report.results import TOP
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shallowmimic.core.stats import Comparison, compare, verdict
-from shallowmimic.models.families import STUDENTS
+from shallowmimic.models.students import STUDENTS
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from shallowmimic.core.config import apply_overrides, from_dict, load_toml, merg
 from shallowmimic.core.device import PRECISIONS, check_device
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.budget import parse_budget
-from shallowmimic.models.families import get_student, get_teacher, solve_student
 from shallowmimic.models.layers import TTA_MODES
+from shallowmimic.models.solve import solve_student
 from shallowmimic.models.spaces import SAMPLERS
+from shallowmimic.models.students import get_student
+from shallowmimic.models.teachers import get_teacher
 from shallowmimic.training.losses import GRAD_CLIP, KD_ALPHA, KD_TEMPERATURE, LOSSES
 from shallowmimic.training.schedule import SCHEDULES
 from shallowmimic.training.teachers import SplitConfig
@@ -266,7 +268,7 @@ def deviations(cfg: StudyConfig) -> list[str]:
     t, s, tr, search = cfg.teachers, cfg.students, cfg.transfer, cfg.search
     out = list(get_teacher(t.variant).deviations)
     if t.label_smoothing >= 0:
-        out = [d.replace(f"label smoothing {get_teacher(t.variant).label_smoothing:g}",
+        out = [d.replace(f"label smoothing {get_teacher(t.variant).recipe.label_smoothing:g}",
                          f"label smoothing {t.label_smoothing:g}") for d in out]
     if not search.teacher_trials:
         out.append(f"no teacher search: {t.count} teachers with fixed settings, {t.epochs} epochs each "

@@ -21,10 +21,10 @@ import torch
 
 from shallowmimic.core.layout import RUN_JSON
 from shallowmimic.distill.students import StudentSetting
-from shallowmimic.models.families import get_teacher
 from shallowmimic.models.flops import inference_flops_per_image, train_flops_per_image
 from shallowmimic.models.layers import with_tta
 from shallowmimic.models.store import ModelSpec
+from shallowmimic.models.teachers import get_teacher
 
 STAGES = ("teachers", "ensemble", "transfer set", "students", "inference")
 
@@ -321,8 +321,8 @@ def _teacher_costs(t, jobs: list, shape: Shape) -> tuple[list[JobCost], list[Mod
             members += [mspec] * n
             continue
         mspec = teacher_spec(job.params, shape, t.variant)
-        cap = "epochs are caps (plateau schedule)" if (t.schedule or variant.schedule) == "plateau" else ""
-        costs.append(_marked(teacher_cost(job.name, mspec, t.epochs, variant.val_every, shape, note=cap),
+        cap = "epochs are caps (plateau schedule)" if (t.schedule or variant.recipe.schedule) == "plateau" else ""
+        costs.append(_marked(teacher_cost(job.name, mspec, t.epochs, variant.recipe.val_every, shape, note=cap),
                              job.markers(), t.epochs))
         members.append(mspec)
         models.append((job.name, mspec, _model_flops(mspec, None)[1], job.dir))

@@ -16,8 +16,8 @@ from shallowmimic.core.errors import UserError
 from shallowmimic.data.sources import Dataset
 from shallowmimic.distill.students import StudentSetting, train_student
 from shallowmimic.models.budget import format_budget
-from shallowmimic.models.families import get_student
 from shallowmimic.models.spaces import SAMPLERS, TEACHER_SPACE, student_free, student_space, teacher_from_params
+from shallowmimic.models.students import get_student
 from shallowmimic.search.attrs import FAIL_REASON, SPEC, TRIAL_DIR
 from shallowmimic.search.storage import make_storage, storage_url
 from shallowmimic.search.studies import open_study, run_worker, suggest, trial_dir

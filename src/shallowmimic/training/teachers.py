@@ -14,10 +14,10 @@ from shallowmimic.core.files import provenance, write_json
 from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.data.sources import Dataset
 from shallowmimic.data.split import make_split
-from shallowmimic.models.families import get_teacher
 from shallowmimic.models.layers import init_whitening
 from shallowmimic.models.notation import parse_spec
 from shallowmimic.models.store import ModelSpec, load_model, save_model_spec
+from shallowmimic.models.teachers import get_teacher
 from shallowmimic.training.batches import AugmentedBatches, evaluate, logits_record, predict_logits, prepare
 from shallowmimic.training.logits import store_logits
 from shallowmimic.training.loop import TrainConfig, fit
@@ -61,9 +61,7 @@ def split_tensors(ds: Dataset, cfg: SplitConfig, device) -> dict[str, torch.Tens
 def teacher_config(variant: str, **overrides) -> TrainConfig:
     """The variant's training defaults, with any overrides."""
     v = get_teacher(variant)
-    base = TrainConfig(schedule=v.schedule, lr=v.lr, momentum=v.momentum, weight_decay=v.weight_decay,
-                       batch_size=v.batch_size, label_smoothing=v.label_smoothing, loss="hard",
-                       bias_lr_scale=v.bias_lr_scale, lookahead=v.lookahead, val_every=v.val_every)
+    base = TrainConfig(loss="hard", **asdict(v.recipe))
     return replace(base, **{k: val for k, val in overrides.items() if val is not None})
 
 
