@@ -22,12 +22,12 @@ from pathlib import Path
 from shallowmimic.core.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.core.files import read_json, write_json
 from shallowmimic.data.sources import load_dataset
+from shallowmimic.data.split import split_tensors
 from shallowmimic.distill.students import StudentSetting, train_student
 from shallowmimic.models.budget import parse_budget
 from shallowmimic.study.config import load_study
 from shallowmimic.study.planning import student_train_config
 from shallowmimic.training.loop import Diverged
-from shallowmimic.training.teachers import split_tensors
 
 
 def main() -> None:

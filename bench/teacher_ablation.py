@@ -19,10 +19,11 @@ from shallowmimic.cli.bench import TEACHER_COLUMNS, format_table
 from shallowmimic.core.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.core.layout import METRICS
 from shallowmimic.data.sources import load_dataset
+from shallowmimic.data.split import SplitConfig, split_tensors
 from shallowmimic.models.layers import with_tta
 from shallowmimic.models.store import load_model
 from shallowmimic.models.teachers import TEACHERS
-from shallowmimic.training.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+from shallowmimic.training.teachers import teacher_config, train_teacher
 
 FAST = TEACHERS["fast"]
 ABLATIONS = {
@@ -78,8 +79,8 @@ def main() -> None:
             rows.append({**{k: full[k] for k in ("batch", "lr")},
                          "variant": "full", "spec": meta["spec"], "params": meta["params"], "tta": tta,
                          "epochs": args.epochs, "train_s": full["train_s"],
-                         "val_acc": 100 * evaluate(model, data["x_val"], data["y_val"]),
-                         "test_acc": 100 * evaluate(model, data["x_test"], data["y_test"])})
+                         "val_acc": 100 * evaluate(model, data.x_val, data.y_val),
+                         "test_acc": 100 * evaluate(model, data.x_test, data.y_test)})
     print(format_table(rows, TEACHER_COLUMNS))
     print(f"machine reference: {machine_reference(device):,.0f} GFLOP/s (fp32 matmul)  (after)")
 

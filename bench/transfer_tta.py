@@ -18,6 +18,7 @@ from shallowmimic.core.config import from_dict
 from shallowmimic.core.device import configure_threads, machine_reference, resolve_device, set_precision
 from shallowmimic.core.files import read_json
 from shallowmimic.data.sources import load_dataset
+from shallowmimic.data.split import split_tensors
 from shallowmimic.distill.ensemble import Ensemble, read_manifest
 from shallowmimic.distill.students import StudentSetting, train_student
 from shallowmimic.distill.transfer import TransferConfig, generate
@@ -26,7 +27,6 @@ from shallowmimic.models.layers import with_tta
 from shallowmimic.models.store import load_model
 from shallowmimic.study.config import StudyConfig
 from shallowmimic.study.planning import student_train_config
-from shallowmimic.training.teachers import split_tensors
 
 
 def main() -> None:
@@ -54,9 +54,9 @@ def main() -> None:
     for mode in args.modes.split(","):
         out = Path(args.out) / f"{Path(args.run).name}-tta-{mode}"
         t0 = time.perf_counter()
-        generate(Ensemble([with_tta(m, mode) for m in members]).eval(), data["x_train"],
+        generate(Ensemble([with_tta(m, mode) for m in members]).eval(), data.x_train,
                  TransferConfig(epochs=tr.epochs, seed=tr.seed, images=tr.images), out / "transfer",
-                 {"ensemble": str(ens_dir), "split_fingerprint": data["fingerprint"], "tta": mode}, progress=False)
+                 {"ensemble": str(ens_dir), "split_fingerprint": data.fingerprint, "tta": mode}, progress=False)
         label_s = time.perf_counter() - t0
         accs = []
         for family in args.families.split(","):

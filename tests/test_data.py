@@ -246,3 +246,23 @@ def test_bench_augment_prints_a_table():
     lines = result.output.splitlines()
     assert lines[0].startswith("machine reference: ") and "GFLOP/s" in lines[0]
     assert "images/s" in lines[1] and "cpu" in result.output
+
+
+def test_the_split_on_a_device_is_a_typed_record(tmp_path):
+    """Issue 22 item 3: the split's tensors are a frozen record with its fingerprint as a field,
+    not a dict that also carries a string."""
+    import dataclasses
+
+    import torch
+
+    from shallowmimic.data.split import SplitConfig, SplitData, make_split, split_tensors
+
+    path = tmp_path / "d.npz"
+    np.savez(path, **tiny_arrays(n_train=60, n_test=7, size=8, classes=3))
+    ds = load_dataset(path)
+    data = split_tensors(ds, SplitConfig(val_size=20, seed=3, train_limit=25, val_limit=5), torch.device("cpu"))
+    assert isinstance(data, SplitData) and data.fingerprint == make_split(60, 20, 3).fingerprint()
+    assert (len(data.x_train), len(data.y_train), len(data.x_val), len(data.x_test)) == (25, 25, 5, 7)
+    assert data.x_train.dtype == torch.uint8 and data.y_val.dtype == torch.int64
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.fingerprint = "other"

@@ -198,6 +198,7 @@ def test_bench_teacher_rejects_a_bad_run_spec():
 
 
 def test_bench_teacher_trains_with_the_given_batch_size_and_lr(tmp_path, monkeypatch):
+    import shallowmimic.data.split as split
     import shallowmimic.training.teachers as teachers
     from shallowmimic.cli.bench import bench_teacher
 
@@ -208,7 +209,7 @@ def test_bench_teacher_trains_with_the_given_batch_size_and_lr(tmp_path, monkeyp
         raise KeyboardInterrupt  # enough: the configuration is what this test is about
 
     monkeypatch.setattr(teachers, "train_teacher", fake_train)
-    monkeypatch.setattr(teachers, "split_tensors", lambda ds, split, device: {})
+    monkeypatch.setattr(split, "split_tensors", lambda ds, cfg, device: None)
     for kw, want in [({}, ("fast-6ep-s0", 512, 0.75, 6)),
                      ({"batch_size": 1024, "lr": 1.5}, ("fast-6ep-b1024-lr1.5-s0", 1024, 1.5, 6))]:
         with pytest.raises(KeyboardInterrupt):

@@ -15,12 +15,12 @@ from optuna.trial import TrialState
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.data.sources import load_dataset
+from shallowmimic.data.split import SplitConfig
 from shallowmimic.models import spaces
 from shallowmimic.search.storage import make_storage, storage_url, with_driver
 from shallowmimic.search.studies import open_study, run_worker
 from shallowmimic.study import tuning
 from shallowmimic.training.loop import Diverged
-from shallowmimic.training.teachers import SplitConfig
 
 from .conftest import tiny_arrays
 

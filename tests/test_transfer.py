@@ -227,8 +227,12 @@ def test_ensemble_refuses_teachers_from_another_split(tmp_path):
     d = tmp_path / "t0"
     d.mkdir()
     (d / "model.json").write_text(json.dumps({"split_fingerprint": "other"}))
+    from shallowmimic.data.split import SplitData
+
+    empty = torch.zeros(0)
     with pytest.raises(UserError, match="trained on another train/validation split"):
-        build_ensemble([{"dir": str(d), "val_acc": 0.5}], 1, {"fingerprint": "this"}, tmp_path / "e", "cpu")
+        build_ensemble([{"dir": str(d), "val_acc": 0.5}], 1, SplitData(*[empty] * 6, fingerprint="this"),
+                       tmp_path / "e", "cpu")
 
 
 def tiny_split(tmp_path):
@@ -236,7 +240,7 @@ def tiny_split(tmp_path):
     import numpy as np
 
     from shallowmimic.data.sources import load_dataset
-    from shallowmimic.training.teachers import SplitConfig, split_tensors
+    from shallowmimic.data.split import SplitConfig, split_tensors
 
     from .conftest import tiny_arrays
 
@@ -285,14 +289,14 @@ def test_the_ensemble_reads_its_members_logits_from_the_teacher_jobs(tmp_path, m
     # the finished teacher's run resumes to its end and stores its logits again
     train_tiny_teacher(t0, ds, split, data)
     here = precision(torch.device("cpu"))
-    assert stored_logits(t0, "test", data["x_test"], here) is not None
-    assert stored_logits(t0, "test", data["x_test"], {"fp32": "bf16", "bf16": "fp32"}[here]) is None
-    assert stored_logits(t0, "test", data["x_test"][:-1], here) is None  # other images
-    assert stored_logits(t0, "test", data["x_test"].flip(0), here) is None
+    assert stored_logits(t0, "test", data.x_test, here) is not None
+    assert stored_logits(t0, "test", data.x_test, {"fp32": "bf16", "bf16": "fp32"}[here]) is None
+    assert stored_logits(t0, "test", data.x_test[:-1], here) is None  # other images
+    assert stored_logits(t0, "test", data.x_test.flip(0), here) is None
     (t0 / BEST).write_bytes((t0 / BEST).read_bytes() + b" ")  # other weights
-    assert stored_logits(t0, "val", data["x_val"], here) is None
+    assert stored_logits(t0, "val", data.x_val, here) is None
     (t0 / LOGITS).write_bytes(b"not safetensors")
-    assert stored_logits(t0, "val", data["x_val"], here) is None
+    assert stored_logits(t0, "val", data.x_val, here) is None
 
 
 def test_a_teacher_search_trial_stores_validation_logits_only(tmp_path, monkeypatch):
@@ -306,13 +310,13 @@ def test_a_teacher_search_trial_stores_validation_logits_only(tmp_path, monkeypa
     t = tmp_path / "trial"
     train_tiny_teacher(t, ds, split, data, evaluate_test=False)
     here = precision(torch.device("cpu"))
-    assert stored_logits(t, "val", data["x_val"], here) is not None
-    assert stored_logits(t, "test", data["x_test"], here) is None
+    assert stored_logits(t, "val", data.x_val, here) is not None
+    assert stored_logits(t, "test", data.x_test, here) is None
     runs = []
     real = ensemble.predict_logits
     monkeypatch.setattr(ensemble, "predict_logits", lambda m, x, *a: runs.append(len(x)) or real(m, x, *a))
     manifest = build_ensemble(find_teachers([t]), 1, data, tmp_path / "e", "cpu")
-    assert runs == [len(data["x_test"])] and manifest["members"][0]["test_n"] == len(data["x_test"])
+    assert runs == [len(data.x_test)] and manifest["members"][0]["test_n"] == len(data.x_test)
 
 
 def test_stored_bytes_per_image_match_the_docs_and_the_shards(tmp_path, images):

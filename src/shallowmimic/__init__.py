@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "UserError": "core",
-    "Dataset": "data", "load_dataset": "data", "make_split": "data",
+    "Dataset": "data", "load_dataset": "data", "make_split": "data", "SplitConfig": "data", "SplitData": "data",
+    "split_tensors": "data",
     "create_model": "models", "list_models": "models", "load_model": "models",
-    "TrainConfig": "training", "SplitConfig": "training", "teacher_config": "training", "train_teacher": "training",
+    "TrainConfig": "training", "teacher_config": "training", "train_teacher": "training",
     "build_ensemble": "distill", "load_ensemble": "distill", "TransferConfig": "distill", "generate": "distill",
     "StudentSetting": "distill", "train_student": "distill",
     "export_onnx": "deploy", "load_deployable": "deploy",

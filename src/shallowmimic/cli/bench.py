@@ -138,10 +138,11 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
     from pathlib import Path
 
     from shallowmimic.core.layout import METRICS
+    from shallowmimic.data.split import SplitConfig, split_tensors
     from shallowmimic.models.layers import TTA_MODES, with_tta
     from shallowmimic.models.store import load_model
     from shallowmimic.training.batches import evaluate
-    from shallowmimic.training.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+    from shallowmimic.training.teachers import teacher_config, train_teacher
 
     data = split_tensors(ds, SplitConfig(), device)
     rows = []
@@ -160,6 +161,6 @@ def bench_teacher(ds, device: torch.device, out, runs: list[tuple[str, int]], se
         for tta in TTA_MODES:
             m = with_tta(model, tta).eval()
             rows.append({**row, "tta": tta + (" (variant's)" if tta == meta["options"]["tta"] else ""),
-                         "val_acc": 100 * evaluate(m, data["x_val"], data["y_val"]),
-                         "test_acc": 100 * evaluate(m, data["x_test"], data["y_test"])})
+                         "val_acc": 100 * evaluate(m, data.x_val, data.y_val),
+                         "test_acc": 100 * evaluate(m, data.x_test, data.y_test)})
     return rows

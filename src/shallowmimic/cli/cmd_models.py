@@ -72,8 +72,9 @@ def teacher_train(data_path, device, variant, spec, scales, weight_decay, out, e
                   momentum, schedule, seed, val_size, train_limit, val_limit, resume, no_progress):
     """Train one teacher with online augmentation (teacher HSV constants)."""
     from shallowmimic.core.device import resolve_device
+    from shallowmimic.data.split import SplitConfig
     from shallowmimic.models.teachers import teacher_spec
-    from shallowmimic.training.teachers import SplitConfig, teacher_config, train_teacher
+    from shallowmimic.training.teachers import teacher_config, train_teacher
 
     if scales:
         if spec:
@@ -114,8 +115,8 @@ def teacher_eval(data_path, device, directory):
 def ensemble_cmd(data_path, device, roots, k, out, val_size, train_limit, val_limit):
     """Average the logits of the K best teachers (by validation accuracy); evaluate all."""
     from shallowmimic.core.device import resolve_device
+    from shallowmimic.data.split import SplitConfig, split_tensors
     from shallowmimic.distill.ensemble import build_ensemble, find_teachers
-    from shallowmimic.training.teachers import SplitConfig, split_tensors
 
     dev = resolve_device(device)
     data = split_tensors(load_data(data_path), SplitConfig(val_size, 0, train_limit, val_limit), dev)
@@ -143,16 +144,16 @@ def transfer_cmd(data_path, device, ensemble_dir, epochs, seed, materialize, out
                  train_limit, val_limit):
     """Generate (or resume) the transfer set labelled with the ensemble's logits."""
     from shallowmimic.core.device import resolve_device
+    from shallowmimic.data.split import SplitConfig, split_tensors
     from shallowmimic.distill.ensemble import load_ensemble, read_manifest
     from shallowmimic.distill.transfer import TransferConfig, generate
-    from shallowmimic.training.teachers import SplitConfig, split_tensors
 
     dev = resolve_device(device)
     data = split_tensors(load_data(data_path), SplitConfig(val_size, 0, train_limit, val_limit), dev)
-    if read_manifest(ensemble_dir)["split_fingerprint"] != data["fingerprint"]:
+    if read_manifest(ensemble_dir)["split_fingerprint"] != data.fingerprint:
         raise UserError(f"{ensemble_dir}: the ensemble was evaluated on another train/validation split")
-    info = generate(load_ensemble(ensemble_dir, dev), data["x_train"], TransferConfig(epochs, seed, 1000, materialize),
-                    out, {"ensemble": str(ensemble_dir), "split_fingerprint": data["fingerprint"]},
+    info = generate(load_ensemble(ensemble_dir, dev), data.x_train, TransferConfig(epochs, seed, 1000, materialize),
+                    out, {"ensemble": str(ensemble_dir), "split_fingerprint": data.fingerprint},
                     progress=not no_progress, rebuild=rebuild)
     click.echo(f"transfer set: {epochs} epochs x {info['images_per_epoch']:,} images: {info['bytes'] / 2**20:.1f} MiB "
                f"stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images -> {out}")
@@ -185,10 +186,10 @@ def student_train(data_path, device, family, budget, widths, loss, init_scale, i
     """Train one student (budget solved for its family) on the transfer set."""
     from shallowmimic.cli.arch_text import parse_free
     from shallowmimic.core.device import resolve_device
+    from shallowmimic.data.split import SplitConfig
     from shallowmimic.distill.students import StudentSetting, train_student
     from shallowmimic.models.budget import parse_budget
     from shallowmimic.training.loop import TrainConfig
-    from shallowmimic.training.teachers import SplitConfig
 
     setting = StudentSetting(family, parse_budget(budget), loss, parse_free(family, widths), init_scale, input_scale)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, schedule=schedule)

@@ -40,9 +40,9 @@ def tune_teacher_cmd(data_path, device, out, trials, storage, sampler, startup, 
                      train_limit, val_limit):
     """Search the paper teacher's 18 hyperparameters; validation error is the objective."""
     from shallowmimic.core.device import resolve_device
+    from shallowmimic.data.split import SplitConfig
     from shallowmimic.search.studies import best_trials
     from shallowmimic.study.tuning import tune_teachers
-    from shallowmimic.training.teachers import SplitConfig
 
     sc = _search_config(trials, seed, storage, sampler=sampler, startup=startup, heartbeat=heartbeat)
     study = tune_teachers(load_data(data_path), out, sc, epochs, resolve_device(device),
@@ -65,13 +65,13 @@ def tune_student_cmd(data_path, device, family, budget, loss, transfer_dir, out,
                      heartbeat, seed, epochs, val_size, train_limit, val_limit):
     """Search a student's learning rate, momentum, init/input scale and free widths."""
     from shallowmimic.core.device import resolve_device
+    from shallowmimic.data.split import SplitConfig
     from shallowmimic.distill.transfer import read_manifest
     from shallowmimic.models.budget import parse_budget
     from shallowmimic.search.studies import best_trials
     from shallowmimic.study.tuning import tune_students
     from shallowmimic.training.loop import TrainConfig
     from shallowmimic.training.losses import default_grad_clip
-    from shallowmimic.training.teachers import SplitConfig
 
     read_manifest(transfer_dir)  # before the study is opened: a wrong path writes no failed trials
     sc = _search_config(trials, seed, storage, sampler=sampler, startup=startup, heartbeat=heartbeat)

@@ -11,7 +11,8 @@ _EXPORTS = {
     "resolve_data_path": "download",
     "dataset_info": "info",
     "Dataset": "sources", "load_dataset": "sources",
-    "make_split": "split", "standardize": "split", "to_float": "split",
+    "SplitConfig": "split", "SplitData": "split", "make_split": "split", "split_tensors": "split",
+    "standardize": "split", "to_float": "split",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

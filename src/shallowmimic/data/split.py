@@ -1,4 +1,5 @@
-"""The paper's train/validation split and per-image standardization."""
+"""The paper's train/validation split, its images as tensors on a device, and per-image
+standardization."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from shallowmimic.core.errors import UserError
+from shallowmimic.data.sources import Dataset
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,50 @@ def make_split(n: int, val_size: int = 10_000, seed: int = 0) -> Split:
         raise UserError(f"validation size {val_size} must be between 1 and {n - 1} for {n} images")
     perm = np.random.Generator(np.random.PCG64(seed)).permutation(n)
     return Split(train=np.sort(perm[val_size:]), val=np.sort(perm[:val_size]), seed=seed)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_size: int = 10_000
+    seed: int = 0
+    train_limit: int = 0  # > 0: use only the first N training images (smoke runs)
+    val_limit: int = 0
+
+    def __post_init__(self):
+        # a negative limit would slice from the end and keep all but N images, silently
+        for name in ("train_limit", "val_limit"):
+            if getattr(self, name) < 0:
+                raise UserError(f"data.{name} must be 0 (all) or a number of images, got {getattr(self, name)}")
+        if self.val_size < 1:
+            raise UserError(f"data.val_size must be at least 1, got {self.val_size}")
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """The split's images (uint8 NHWC) and labels (int64) as tensors on one device, limits
+    applied, with the fingerprint of its indices that later stages check they reuse."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    fingerprint: str
+
+
+def split_tensors(ds: Dataset, cfg: SplitConfig, device) -> SplitData:
+    """The split as uint8/int64 tensors on the device, with limits applied."""
+    split = make_split(len(ds.x_train), cfg.val_size, cfg.seed)
+    tr, va = split.train, split.val
+    if cfg.train_limit:
+        tr = tr[: cfg.train_limit]
+    if cfg.val_limit:
+        va = va[: cfg.val_limit]
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return SplitData(x_train=t(ds.x_train[tr]), y_train=t(ds.y_train[tr]), x_val=t(ds.x_train[va]),
+                     y_val=t(ds.y_train[va]), x_test=t(ds.x_test), y_test=t(ds.y_test),
+                     fingerprint=split.fingerprint())
 
 
 def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

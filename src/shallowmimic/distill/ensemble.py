@@ -13,6 +13,7 @@ from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import provenance, read_json, write_json
 from shallowmimic.core.layout import ENSEMBLE_JSON, RESULT_JSON
 from shallowmimic.core.stats import encode_correct
+from shallowmimic.data.split import SplitData
 from shallowmimic.models.store import load_model
 from shallowmimic.training.batches import predict_logits
 from shallowmimic.training.logits import stored_logits
@@ -62,18 +63,18 @@ def read_manifest(directory: Path) -> dict:
     return read_json(Path(directory) / MANIFEST, "not an ensemble directory")
 
 
-def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, batch_size: int = 1000) -> dict:
+def build_ensemble(teachers: list[dict], k: int, data: SplitData, out: Path, device, batch_size: int = 1000) -> dict:
     """Select, evaluate every member and the ensemble on validation and test, write the manifest."""
     for t in teachers:
         made_on = read_json(Path(t["dir"]) / "model.json", "not a model directory").get("split_fingerprint")
-        if made_on and made_on != data["fingerprint"]:
+        if made_on and made_on != data.fingerprint:
             # its validation images would be training images here: selection would be biased
             raise UserError(f"{t['dir']}: this teacher was trained on another train/validation split "
-                            f"(fingerprint {made_on}, this one {data['fingerprint']})")
+                            f"(fingerprint {made_on}, this one {data.fingerprint})")
     members = select_best(teachers, k)
     val_logits, test_logits = [], []
     for m in members:
-        d, parts = Path(m["dir"]), (data["x_val"], data["x_test"])
+        d, parts = Path(m["dir"]), (data.x_val, data.x_test)
         # the teacher job stored these; a member is run again only where they do not match
         logits = [stored_logits(d, part, x, precision(device)) for part, x in zip(("val", "test"), parts, strict=True)]
         if any(lg is None for lg in logits):
@@ -82,7 +83,7 @@ def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, 
                       for lg, x in zip(logits, parts, strict=True)]
         val_logits.append(logits[0])
         test_logits.append(logits[1])
-    y_val, y_test = data["y_val"].cpu(), data["y_test"].cpu()
+    y_val, y_test = data.y_val.cpu(), data.y_test.cpu()
     acc = lambda logits, y: (logits.argmax(1) == y).float().mean().item()  # noqa: E731
     correct = lambda logits: encode_correct((logits.argmax(1) == y_test).numpy())  # noqa: E731
     rows = [{"dir": m["dir"], "spec": m["spec"], "params": m["params"],
@@ -98,7 +99,7 @@ def build_ensemble(teachers: list[dict], k: int, data: dict, out: Path, device, 
         "test_n": len(y_test), "test_correct": correct(torch.stack(test_logits).mean(0)),
         "best_member": max(rows, key=lambda r: r["val_acc"]),  # chosen on validation, as always
         "candidates": len(teachers),
-        "split_fingerprint": data["fingerprint"],
+        "split_fingerprint": data.fingerprint,
         "provenance": provenance(),
     }
     write_json(Path(out) / MANIFEST, manifest)

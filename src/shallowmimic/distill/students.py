@@ -12,6 +12,7 @@ from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import provenance, read_json, write_json
 from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.data.sources import Dataset
+from shallowmimic.data.split import SplitConfig, SplitData, split_tensors
 from shallowmimic.distill.transfer import TransferBatches
 from shallowmimic.models.budget import format_budget
 from shallowmimic.models.flops import train_flops_per_image
@@ -21,7 +22,6 @@ from shallowmimic.models.store import ModelSpec, load_model, save_model_spec
 from shallowmimic.models.students import default_free, get_student
 from shallowmimic.training.batches import test_record
 from shallowmimic.training.loop import TrainConfig, fit
-from shallowmimic.training.teachers import SplitConfig, split_tensors
 
 
 @dataclass(frozen=True)
@@ -54,23 +54,23 @@ class StudentSetting:
 
 def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg: TrainConfig, out: Path,
                   device: torch.device, split: SplitConfig = SplitConfig(), progress: bool = True,
-                  data: dict | None = None, evaluate_test: bool = True) -> dict:
+                  data: SplitData | None = None, evaluate_test: bool = True) -> dict:
     if setting.loss != cfg.loss:
         cfg = replace(cfg, loss=setting.loss)
     if cfg.weight_decay:
         raise UserError("students are trained without weight decay (the paper found it hurts)")
     mspec = setting.model_spec(ds.image_size, ds.num_classes)
     data = data or split_tensors(ds, split, device)
-    batches = TransferBatches(transfer_dir, data["x_train"], data["y_train"], cfg.batch_size,
-                              split_fingerprint=data["fingerprint"])
+    batches = TransferBatches(transfer_dir, data.x_train, data.y_train, cfg.batch_size,
+                              split_fingerprint=data.fingerprint)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model_spec(out, mspec, {"budget": setting.budget, "setting": asdict(setting),
                                  "transfer": str(Path(transfer_dir).resolve()), "split": asdict(split)})
     model = mspec.build(device, cfg.seed)
-    result = fit(model, batches, data["x_val"], data["y_val"], cfg, out,
+    result = fit(model, batches, data.x_val, data.y_val, cfg, out,
                  desc=f"{setting.family}@{format_budget(setting.budget)} {setting.loss}", progress=progress)
-    test = test_record(model, data["x_test"], data["y_test"]) if evaluate_test else {}
+    test = test_record(model, data.x_test, data.y_test) if evaluate_test else {}
     summary = {
         "role": "student", "family": setting.family, "conv_layers": get_student(setting.family).conv_layers,
         "budget": setting.budget, "params": mspec.params, "spec": mspec.spec, "loss": setting.loss,
@@ -83,12 +83,12 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
     return summary
 
 
-def add_test_accuracy(directory: Path, data: dict) -> float:
+def add_test_accuracy(directory: Path, data: SplitData) -> float:
     """Evaluate a finished student (e.g. a search trial) on the test set once, after selection."""
     path = Path(directory) / RESULT_JSON
     result = read_json(path, "unfinished student")
     if result.get("test_acc") is None:
-        model, _ = load_model(directory, data["x_test"].device)
-        result.update(test_record(model, data["x_test"], data["y_test"]))
+        model, _ = load_model(directory, data.x_test.device)
+        result.update(test_record(model, data.x_test, data.y_test))
         write_json(path, result)
     return result["test_acc"]

@@ -10,6 +10,7 @@ from typing import Any
 from shallowmimic.core.config import apply_overrides, from_dict, load_toml, merged
 from shallowmimic.core.device import PRECISIONS, check_device
 from shallowmimic.core.errors import UserError
+from shallowmimic.data.split import SplitConfig
 from shallowmimic.models.budget import parse_budget
 from shallowmimic.models.layers import TTA_MODES
 from shallowmimic.models.solve import solve_student
@@ -18,7 +19,6 @@ from shallowmimic.models.students import get_student
 from shallowmimic.models.teachers import get_teacher
 from shallowmimic.training.losses import GRAD_CLIP, KD_ALPHA, KD_TEMPERATURE, LOSSES
 from shallowmimic.training.schedule import SCHEDULES
-from shallowmimic.training.teachers import SplitConfig
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from shallowmimic.core.files import create_once, provenance, read_json, write_js
 from shallowmimic.core.layout import PLAN_JSON, RESULT_JSON, RUN_JSON, STUDY_ID, WORKERS_ENV, queue_name
 from shallowmimic.data.download import resolve_data_path
 from shallowmimic.data.sources import load_dataset
-from shallowmimic.data.split import make_split
+from shallowmimic.data.split import make_split, split_tensors
 from shallowmimic.deploy.inference import CSV_NAME as INFERENCE_CSV
 from shallowmimic.deploy.inference import measure_study
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
@@ -70,7 +70,6 @@ from shallowmimic.study.stages import (
     transfer_stage,
 )
 from shallowmimic.study.status import flops_done
-from shallowmimic.training.teachers import split_tensors
 
 Echo = Callable[[str], None]  # where a run's messages go: `say`, click.echo, a logger's info
 
@@ -99,7 +98,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     set_compile(cfg.compile)
     reference = machine_reference(device)
     data = split_tensors(ds, cfg.data, device)
-    jobs = plan(cfg, out, data_identity(ds, cfg.data, data["fingerprint"]))
+    jobs = plan(cfg, out, data_identity(ds, cfg.data, data.fingerprint))
     if retry_failed:
         forget_failures(jobs, out, echo)
     previous = _read_run(out)

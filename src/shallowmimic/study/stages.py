@@ -17,6 +17,7 @@ from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import read_json, write_json
 from shallowmimic.core.layout import INFERENCE_NOTES, RESULT_JSON, SEARCH_JSON, within
 from shallowmimic.data.sources import Dataset
+from shallowmimic.data.split import SplitData
 from shallowmimic.deploy.inference import CSV_NAME as INFERENCE_CSV
 from shallowmimic.deploy.inference import Export, measure_study
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
@@ -50,7 +51,7 @@ class StudyContext:
     out: Path
     ds: Dataset
     device: torch.device
-    data: dict  # the split's tensors on the device (training.split_tensors)
+    data: SplitData  # the split's tensors on the device
     queue: JobQueue
     progress: bool = True
     echo: Callable[[str], None] = say
@@ -123,7 +124,7 @@ def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -
     t = ctx.cfg.transfer
     tcfg = TransferConfig(epochs=t.epochs, seed=t.seed, materialize=t.materialize,
                           images=ctx.cfg.transfer.images)
-    source = {"ensemble": str(ens_dir), "split_fingerprint": ctx.data["fingerprint"], "tta": ctx.cfg.transfer.tta}
+    source = {"ensemble": str(ens_dir), "split_fingerprint": ctx.data.fingerprint, "tta": ctx.cfg.transfer.tta}
     loaded: list[Ensemble] = []
 
     def ensemble() -> Ensemble:  # loaded once per worker, and only by a worker that labels
@@ -136,12 +137,12 @@ def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -
 
     shards = [] if job.done() else [Shard(f"{job.key}/{shard_name(e)}", job.dir / shard_name(e), e)
                                     for e in range(tcfg.epochs)]
-    ctx.queue.share(shards, lambda shard: generate(ensemble(), ctx.data["x_train"], tcfg, job.dir, source,
+    ctx.queue.share(shards, lambda shard: generate(ensemble(), ctx.data.x_train, tcfg, job.dir, source,
                                                progress=ctx.progress, only=[shard.epoch]))
 
     def write_manifest(_: Job) -> None:  # every shard is there: checked, digested, listed
         # the ensemble is loaded only if a shard must be made again (one was deleted meanwhile)
-        info = generate(lambda x: ensemble()(x), ctx.data["x_train"], tcfg, job.dir, source, progress=ctx.progress)
+        info = generate(lambda x: ensemble()(x), ctx.data.x_train, tcfg, job.dir, source, progress=ctx.progress)
         ctx.echo(f"transfer set: {info['epochs']} epochs x {info['images_per_epoch']:,} images, "
              f"{info['bytes'] / 2**20:.1f} MiB stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images")
 

@@ -14,6 +14,7 @@ import torch
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.data.sources import Dataset
+from shallowmimic.data.split import SplitConfig, SplitData, split_tensors
 from shallowmimic.distill.students import StudentSetting, train_student
 from shallowmimic.models.budget import format_budget
 from shallowmimic.models.spaces import SAMPLERS, TEACHER_SPACE, student_free, student_space, teacher_from_params
@@ -23,7 +24,7 @@ from shallowmimic.search.storage import make_storage, storage_url
 from shallowmimic.search.studies import open_study, run_worker, suggest, trial_dir
 from shallowmimic.study.config import SearchSettings
 from shallowmimic.training.loop import Diverged, TrainConfig
-from shallowmimic.training.teachers import SplitConfig, split_tensors, teacher_config, train_teacher
+from shallowmimic.training.teachers import teacher_config, train_teacher
 
 #: Errors that fail one trial and let the worker go on: a diverged run, an out-of-memory
 #: model, or a UserError raised by the trial's own parameters (e.g. widths that cannot meet the
@@ -69,7 +70,7 @@ def _open(search: SearchConfig, run_dir: Path, name: str) -> tuple[optuna.Study,
 
 
 def tune_teachers(ds: Dataset, run_dir: Path, search: SearchConfig, epochs: int, device, split: SplitConfig,
-                  progress: bool = False, log=print, name: str = "", data: dict | None = None) -> optuna.Study:
+                  progress: bool = False, log=print, name: str = "", data: SplitData | None = None) -> optuna.Study:
     """Run (or join) the teacher study: paper teachers, all 18 hyperparameters searched."""
     run_dir = Path(run_dir)
     name = name or teacher_study_name(epochs)
@@ -107,7 +108,7 @@ def study_summary(study: optuna.Study) -> dict:
 
 def tune_students(ds: Dataset, run_dir: Path, search: SearchConfig, transfer_dir: Path, family: str, budget: int,
                   loss: str, base: TrainConfig, device, split: SplitConfig, progress: bool = False,
-                  log=print, name: str = "", data: dict | None = None, wait: bool = True) -> optuna.Study:
+                  log=print, name: str = "", data: SplitData | None = None, wait: bool = True) -> optuna.Study:
     """Run (or join) one student study (a family at a budget with a loss). `wait=False`
     returns once every remaining trial is running somewhere, without waiting for them."""
     run_dir = Path(run_dir)

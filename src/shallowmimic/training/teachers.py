@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from shallowmimic.augment.transforms import TEACHER_HSV, HSVConstants
 from shallowmimic.core.device import precision
-from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import provenance, write_json
 from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.data.sources import Dataset
-from shallowmimic.data.split import make_split
+from shallowmimic.data.split import SplitConfig, SplitData, split_tensors
 from shallowmimic.models.layers import init_whitening
 from shallowmimic.models.notation import parse_spec
 from shallowmimic.models.store import ModelSpec, load_model, save_model_spec
@@ -23,39 +22,6 @@ from shallowmimic.training.logits import store_logits
 from shallowmimic.training.loop import TrainConfig, fit
 
 WHITEN_IMAGES = 5000  # training images whose 2x2 patches set the whitening stem
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    val_size: int = 10_000
-    seed: int = 0
-    train_limit: int = 0  # > 0: use only the first N training images (smoke runs)
-    val_limit: int = 0
-
-    def __post_init__(self):
-        # a negative limit would slice from the end and keep all but N images, silently
-        for name in ("train_limit", "val_limit"):
-            if getattr(self, name) < 0:
-                raise UserError(f"data.{name} must be 0 (all) or a number of images, got {getattr(self, name)}")
-        if self.val_size < 1:
-            raise UserError(f"data.val_size must be at least 1, got {self.val_size}")
-
-
-def split_tensors(ds: Dataset, cfg: SplitConfig, device) -> dict[str, torch.Tensor]:
-    """The split as uint8/int64 tensors on the device, with limits applied."""
-    split = make_split(len(ds.x_train), cfg.val_size, cfg.seed)
-    tr, va = split.train, split.val
-    if cfg.train_limit:
-        tr = tr[: cfg.train_limit]
-    if cfg.val_limit:
-        va = va[: cfg.val_limit]
-    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return {
-        "x_train": t(ds.x_train[tr]), "y_train": t(ds.y_train[tr]),
-        "x_val": t(ds.x_train[va]), "y_val": t(ds.y_train[va]),
-        "x_test": t(ds.x_test), "y_test": t(ds.y_test),
-        "fingerprint": split.fingerprint(),
-    }
 
 
 def teacher_config(variant: str, **overrides) -> TrainConfig:
@@ -69,7 +35,7 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
                   device: torch.device, split: SplitConfig = SplitConfig(),
                   hsv: HSVConstants = TEACHER_HSV, resume: bool = True, progress: bool = True,
                   options_override: dict | None = None, evaluate_test: bool = True,
-                  data: dict | None = None) -> dict:
+                  data: SplitData | None = None) -> dict:
     """Train one teacher into `out` (resuming a checkpoint there). `evaluate_test=False` keeps
     the test set out of sight (hyperparameter search trials)."""
     v = get_teacher(variant)
@@ -80,18 +46,18 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model_spec(out, mspec, {"data": ds.source, "split": asdict(split),
-                                 "split_fingerprint": data["fingerprint"], "hsv": asdict(hsv)})
+                                 "split_fingerprint": data.fingerprint, "hsv": asdict(hsv)})
     model = mspec.build(device, cfg.seed)
-    init_whitening(model, prepare(data["x_train"][:WHITEN_IMAGES], device))  # a no-op without a stem
-    batches = AugmentedBatches(data["x_train"], data["y_train"], None if v.translate else hsv, cfg.batch_size,
+    init_whitening(model, prepare(data.x_train[:WHITEN_IMAGES], device))  # a no-op without a stem
+    batches = AugmentedBatches(data.x_train, data.y_train, None if v.translate else hsv, cfg.batch_size,
                                cfg.seed, translate=v.translate, alternate=v.alternating_flip)
-    result = fit(model, batches, data["x_val"], data["y_val"], cfg, out, resume=resume,
+    result = fit(model, batches, data.x_val, data.y_val, cfg, out, resume=resume,
                  desc=f"teacher {spec}", progress=progress)
     # Logits on validation (and test, unless kept out of sight) stored for the ensemble stage
-    parts = {"val": data["x_val"], **({"test": data["x_test"]} if evaluate_test else {})}
+    parts = {"val": data.x_val, **({"test": data.x_test} if evaluate_test else {})}
     logits = {name: predict_logits(model, images, cfg.eval_batch_size) for name, images in parts.items()}
     store_logits(out, {name: (parts[name], lg) for name, lg in logits.items()}, precision(device))
-    test = logits_record(logits["test"], data["y_test"]) if evaluate_test else {}
+    test = logits_record(logits["test"], data.y_test) if evaluate_test else {}
     summary = {"role": "teacher", "family": variant, "spec": spec, "params": mspec.params,
                "val_acc": result.best_val_acc, "test_acc": test.get("test_acc"), "best_epoch": result.best_epoch,
                "epochs": result.epochs, "stopped": result.stopped, "wall_s": round(result.wall_s, 1),
@@ -107,5 +73,5 @@ def eval_model(ds: Dataset, directory: Path, device: torch.device, split: SplitC
     split = split or SplitConfig(**meta.get("split", {}))
     data = split_tensors(ds, replace(split, train_limit=0), device)
     return {"spec": meta["spec"], "params": meta["params"],
-            "val_acc": evaluate(model, data["x_val"], data["y_val"]),
-            "test_acc": evaluate(model, data["x_test"], data["y_test"])}
+            "val_acc": evaluate(model, data.x_val, data.y_val),
+            "test_acc": evaluate(model, data.x_test, data.y_test)}
