@@ -241,3 +241,13 @@ def test_a_search_has_one_definition_of_its_settings():
         assert {f.name: f.default for f in fields(cls) if f.name in shared} == shared
     stage = SearchStageConfig(sampler="tpe", heartbeat=7, teacher_trials=3)
     assert SearchConfig(trials=3, **stage.settings()) == SearchConfig(trials=3, sampler="tpe", heartbeat=7)
+
+
+def test_the_study_and_the_transfer_set_share_one_transfer_config():
+    """Issue 22 item 3: one definition (the [transfer] table is distill's TransferConfig)."""
+    from shallowmimic.distill.transfer import TransferConfig
+
+    cfg = load_study("quick", ["transfer.tta=\"flip\""])
+    assert type(cfg.transfer) is TransferConfig and cfg.transfer.tta == "flip"
+    with pytest.raises(UserError, match="transfer.tta"):
+        load_study("quick", ["transfer.tta=\"spin\""])

@@ -39,8 +39,8 @@ def images():
 def test_replay_is_bit_identical_and_logits_match(tmp_path, images):
     x, y = images
     ens = Recorder(tiny_ensemble())
-    cfg = TransferConfig(epochs=3, seed=7, batch_size=20)
-    m = generate(ens, x, cfg, tmp_path, {"ensemble": "test"}, progress=False)
+    cfg = TransferConfig(epochs=3, seed=7)
+    m = generate(ens, x, cfg, tmp_path, {"ensemble": "test"}, progress=False, batch_size=20)
     assert m["epochs"] == 3 and m["images_per_epoch"] == 50 and m["classes"] == 4
     assert m["bytes"] < m["materialized_bytes"] * 3  # tiny images: headers dominate; still compact
     generated = torch.cat(ens.seen).split(50)  # per epoch, in stored order
@@ -60,7 +60,7 @@ def test_replay_is_bit_identical_and_logits_match(tmp_path, images):
 
 def test_killed_generation_resumes_to_the_same_checksums(tmp_path, images):
     x, _ = images
-    cfg = TransferConfig(epochs=4, seed=3, batch_size=16)
+    cfg = TransferConfig(epochs=4, seed=3)
     full = generate(tiny_ensemble(), x, cfg, tmp_path / "a", {"ensemble": "e"}, progress=False)
     with pytest.raises(KeyboardInterrupt):
         generate(tiny_ensemble(), x, cfg, tmp_path / "b", {"ensemble": "e"}, progress=False, stop_after=2)
@@ -74,7 +74,7 @@ def test_killed_generation_resumes_to_the_same_checksums(tmp_path, images):
 def test_epochs_labelled_separately_make_the_same_transfer_set(tmp_path, images):
     """Workers label stored epochs in parallel (`only`); the manifest comes from a last call."""
     x, _ = images
-    cfg = TransferConfig(epochs=3, seed=3, batch_size=16)
+    cfg = TransferConfig(epochs=3, seed=3)
     full = generate(tiny_ensemble(), x, cfg, tmp_path / "a", {"ensemble": "e"}, progress=False)
     out = tmp_path / "b"
     assert generate(tiny_ensemble(), x, cfg, out, {"ensemble": "e"}, progress=False, only=[2, 0]) is None

@@ -152,9 +152,10 @@ def transfer_cmd(data_path, device, ensemble_dir, epochs, seed, materialize, out
     data = split_tensors(load_data(data_path), SplitConfig(val_size, 0, train_limit, val_limit), dev)
     if read_manifest(ensemble_dir)["split_fingerprint"] != data.fingerprint:
         raise UserError(f"{ensemble_dir}: the ensemble was evaluated on another train/validation split")
-    info = generate(load_ensemble(ensemble_dir, dev), data.x_train, TransferConfig(epochs, seed, 1000, materialize),
-                    out, {"ensemble": str(ensemble_dir), "split_fingerprint": data.fingerprint},
-                    progress=not no_progress, rebuild=rebuild)
+    tcfg = TransferConfig(epochs=epochs, seed=seed, materialize=materialize)
+    source = {"ensemble": str(ensemble_dir), "split_fingerprint": data.fingerprint}
+    info = generate(load_ensemble(ensemble_dir, dev), data.x_train, tcfg, out, source, progress=not no_progress,
+                    rebuild=rebuild)
     click.echo(f"transfer set: {epochs} epochs x {info['images_per_epoch']:,} images: {info['bytes'] / 2**20:.1f} MiB "
                f"stored vs {info['materialized_bytes'] / 2**20:.1f} MiB as images -> {out}")
 

@@ -57,11 +57,13 @@ def render(images: torch.Tensor, record: AugParams) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TransferConfig:
+    """What a transfer set is made of (a study's [transfer] table; its fields key the job)."""
+
     epochs: int = 160
     seed: int = 0
-    batch_size: int = 1000  # inference batch
-    materialize: bool = False
+    materialize: bool = False  # also store the rendered images (for inspection; students re-render)
     images: int = 0  # images per epoch, a fresh random subset of the split each epoch; 0: all
+    tta: str = "model"  # test-time augmentation of the ensemble's logits: model (the teachers' own) | none | flip | ...
 
 
 #: Provenance entries kept as a record but not compared: the same ensemble may be reached by
@@ -99,12 +101,14 @@ def _check_shard(path: Path, wanted: dict) -> bool:
 
 def generate(ensemble: Callable[[torch.Tensor], torch.Tensor], train_images: torch.Tensor, cfg: TransferConfig,
              out: Path, source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
-             stop_after: int | None = None, rebuild: bool = False, only: Sequence[int] | None = None) -> dict | None:
+             stop_after: int | None = None, rebuild: bool = False, only: Sequence[int] | None = None,
+             batch_size: int = 1000) -> dict | None:
     """Write the transfer set into `out`; resumes over existing shards made the same way (others
     are an error, or with `rebuild` are made again). `source` describes the ensemble and split
     (recorded in every shard and the manifest). `only` makes just those stored epochs and no
     manifest (workers label epochs in parallel; a last call without it writes the manifest).
-    `stop_after` (tests) simulates a kill."""
+    `batch_size`: the ensemble's inference batch. `stop_after` (tests) simulates a kill.
+    (`cfg.tta` is the caller's: `ensemble` is the ensemble with it applied.)"""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split_n, size = len(train_images), train_images.shape[1]
@@ -126,7 +130,7 @@ def generate(ensemble: Callable[[torch.Tensor], torch.Tensor], train_images: tor
             continue
         if stop_after is not None and e >= stop_after:
             raise KeyboardInterrupt(f"stopped before epoch {e}")
-        _label_epoch(ensemble, train_images, cfg, out, e, n, hsv, made_by)
+        _label_epoch(ensemble, train_images, cfg, out, e, n, hsv, made_by, batch_size)
     bar.close()
     if only is not None:
         return None
@@ -136,7 +140,7 @@ def generate(ensemble: Callable[[torch.Tensor], torch.Tensor], train_images: tor
 
 
 def _label_epoch(ensemble, train_images: torch.Tensor, cfg: TransferConfig, out: Path, e: int, n: int,
-                 hsv: HSVConstants, made_by: dict) -> None:
+                 hsv: HSVConstants, made_by: dict, batch_size: int) -> None:
     """Stored epoch `e`: its seeded order and augmentation records, and the ensemble's logits on
     the images they render, written as one shard (and, with `materialize`, the images)."""
     device = train_images.device
@@ -145,13 +149,13 @@ def _label_epoch(ensemble, train_images: torch.Tensor, cfg: TransferConfig, out:
     order = torch.randperm(split_n, generator=g)[:n]
     record = sample_params(n, size, hsv, g)
     logits, rendered = [], []
-    for i in range(0, n, cfg.batch_size):
-        idx = order[i : i + cfg.batch_size].to(device)
-        x = render(train_images[idx], record[i : i + cfg.batch_size])
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size].to(device)
+        x = render(train_images[idx], record[i : i + batch_size])
         with autocast(device):
             logits.append(ensemble(x).float().cpu())
         if cfg.materialize:
-            rendered.append(_to_uint8(apply(to_float(train_images[idx]), record[i : i + cfg.batch_size])))
+            rendered.append(_to_uint8(apply(to_float(train_images[idx]), record[i : i + batch_size])))
     tensors = {"order": order.to(torch.int32), "hsv": record.hsv, "geom": record.geom,
                "logits": torch.cat(logits).to(torch.float16)}
     if cfg.materialize:

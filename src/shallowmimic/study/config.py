@@ -11,6 +11,7 @@ from shallowmimic.core.config import apply_overrides, from_dict, load_toml, merg
 from shallowmimic.core.device import PRECISIONS, check_device
 from shallowmimic.core.errors import UserError
 from shallowmimic.data.split import SplitConfig
+from shallowmimic.distill.transfer import TransferConfig
 from shallowmimic.models.budget import parse_budget
 from shallowmimic.models.layers import TTA_MODES
 from shallowmimic.models.solve import solve_student
@@ -37,15 +38,6 @@ class TeachersConfig:
 @dataclass(frozen=True)
 class EnsembleConfig:
     k: int = 3
-
-
-@dataclass(frozen=True)
-class TransferStageConfig:
-    epochs: int = 160
-    seed: int = 0
-    materialize: bool = False
-    images: int = 0  # images per epoch (a fresh random subset of the split each epoch); 0: all
-    tta: str = "model"  # test-time augmentation of the ensemble's logits: model (the teachers' own) | none | flip | ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +151,7 @@ class StudyConfig:
     data: SplitConfig = field(default_factory=SplitConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    transfer: TransferStageConfig = field(default_factory=TransferStageConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
     search: SearchStageConfig = field(default_factory=SearchStageConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)

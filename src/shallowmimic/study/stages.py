@@ -23,7 +23,7 @@ from shallowmimic.deploy.inference import Export, measure_study
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from shallowmimic.distill.ensemble import Ensemble
 from shallowmimic.distill.students import StudentSetting, add_test_accuracy, train_student
-from shallowmimic.distill.transfer import TransferConfig, generate, shard_name
+from shallowmimic.distill.transfer import generate, shard_name
 from shallowmimic.models.checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
 from shallowmimic.models.layers import with_tta
 from shallowmimic.models.store import load_model
@@ -121,9 +121,7 @@ class ExportJob:
 
 def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -> None:
     """Label every stored epoch (each by one worker), then write the manifest of shard digests."""
-    t = ctx.cfg.transfer
-    tcfg = TransferConfig(epochs=t.epochs, seed=t.seed, materialize=t.materialize,
-                          images=ctx.cfg.transfer.images)
+    tcfg = ctx.cfg.transfer
     source = {"ensemble": str(ens_dir), "split_fingerprint": ctx.data.fingerprint, "tta": ctx.cfg.transfer.tta}
     loaded: list[Ensemble] = []
 
