@@ -320,3 +320,14 @@ def test_two_workers_with_one_seed_propose_no_duplicates(tmp_path, kind):
         return [t.params["x"] for t in s.trials]
 
     assert alone("r1") == alone("r2")
+
+
+def test_every_named_sampler_is_built_and_no_other():
+    """Issue 22 item 3: the config's sampler names (models.SAMPLERS, known without Optuna) and
+    the samplers the search builds are one list."""
+    from shallowmimic.models.spaces import SAMPLERS
+    from shallowmimic.search import studies
+
+    assert tuple(studies._SAMPLER_MAKERS) == SAMPLERS
+    for kind in SAMPLERS:
+        assert isinstance(studies.make_sampler(kind, 3, 0).inner, optuna.samplers.BaseSampler)

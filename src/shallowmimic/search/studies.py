@@ -28,17 +28,20 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged by us, in one line
 
 
+# Pending trials: GPSampler conditions on the RUNNING trials' parameters itself (Optuna >= 4.5);
+# TPE needs its constant liar. So workers do not all chase one acquisition maximum.
+_SAMPLER_MAKERS: dict[str, Callable[[int, int | None], optuna.samplers.BaseSampler]] = {
+    "gp": lambda startup, seed: optuna.samplers.GPSampler(n_startup_trials=startup, seed=seed,
+                                                          warn_independent_sampling=False),
+    "tpe": lambda startup, seed: optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed, constant_liar=True),
+    "random": lambda startup, seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
 
 def _base_sampler(kind: str, startup: int, seed: int | None) -> optuna.samplers.BaseSampler:
-    # Pending trials: GPSampler conditions on the RUNNING trials' parameters itself (Optuna
-    # >= 4.5); TPE needs its constant liar. So workers do not all chase one acquisition maximum.
-    if kind == "gp":
-        return optuna.samplers.GPSampler(n_startup_trials=startup, seed=seed, warn_independent_sampling=False)
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed, constant_liar=True)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"unknown sampler {kind!r} (known: {', '.join(SAMPLERS)})")
+    if kind not in _SAMPLER_MAKERS:
+        raise UserError(f"unknown sampler {kind!r} (known: {', '.join(SAMPLERS)})")
+    return _SAMPLER_MAKERS[kind](startup, seed)
 
 
 def trial_seed(seed: int, number: int) -> int:
