@@ -336,3 +336,38 @@ def test_stored_bytes_per_image_match_the_docs_and_the_shards(tmp_path, images):
     docs = (Path(__file__).parents[1] / "docs" / "STUDY.md").read_text()
     quoted = re.search(r"(\d+) bytes per image", docs.replace("\n", " "))
     assert quoted and int(quoted.group(1)) == bytes_per_image(10)
+
+
+def test_precision_is_an_argument_of_one_call_and_a_study_keeps_its_own(tmp_path):
+    """Issue 22 item 5: `precision=` holds for the one call (its stored logits say bf16) and
+    the caller's setting is back after it, also when the call fails; a study's config sets
+    the precision of its own work only."""
+    from shallowmimic.core.device import compute
+    from shallowmimic.study.config import load_study
+    from shallowmimic.study.run import dry_run
+    from shallowmimic.training.logits import stored_logits
+    from shallowmimic.training.teachers import teacher_config, train_teacher
+
+    cpu = torch.device("cpu")
+    ds, split, data = tiny_split(tmp_path)
+    cfg = teacher_config("fast", epochs=1, batch_size=16)
+    train_teacher(ds, tmp_path / "t", "fast", "4c-mp-8fc", cfg, "cpu", split, progress=False, data=data,
+                  precision="bf16")
+    assert stored_logits(tmp_path / "t", "val", data.x_val, "bf16") is not None
+    assert precision(cpu) == "fp32"  # the caller's (tests run in fp32)
+    with pytest.raises(UserError, match="precision 'fp8'"):
+        train_teacher(ds, tmp_path / "u", "fast", None, cfg, "cpu", split, data=data, precision="fp8")
+    with compute(precision="bf16", compile=False):
+        assert precision(cpu) == "bf16"
+        with pytest.raises(KeyError), compute(precision="fp32"):
+            raise KeyError("the work failed")
+        assert precision(cpu) == "bf16"
+    assert precision(cpu) == "fp32"
+    import numpy as np
+
+    from .conftest import tiny_arrays
+
+    np.savez(tmp_path / "d32.npz", **tiny_arrays(n_train=80, n_test=20, size=32, classes=10))
+    tiny = load_study("smoke", ['precision="bf16"', "data.val_size=30", "data.train_limit=0", "data.val_limit=0"])
+    dry_run(tiny, tmp_path / "study", tmp_path / "d32.npz", echo=lambda s: None)
+    assert precision(cpu) == "fp32"

@@ -13,7 +13,7 @@ from shallowmimic.core.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "UserError": "core",
+    "UserError": "core", "compute": "core",
     "Dataset": "data", "load_dataset": "data", "make_split": "data", "SplitConfig": "data", "SplitData": "data",
     "split_tensors": "data",
     "create_model": "models", "list_models": "models", "load_model": "models",

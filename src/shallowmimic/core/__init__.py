@@ -12,6 +12,7 @@ _EXPORTS = {
     "PRECISIONS": "device", "StageClock": "device", "autocast": "device", "check_device": "device",
     "compiled": "device", "configure_threads": "device", "machine_reference": "device", "memory_format": "device",
     "precision": "device", "resolve_device": "device", "set_compile": "device", "set_precision": "device",
+    "compute": "device", "own_context": "device", "takes_compute": "device",
     "sync": "device",
     "DataError": "errors", "UserError": "errors",
     "atomic_path": "files", "create_once": "files", "current_umask": "files", "file_digest": "files",

@@ -1,17 +1,22 @@
 """Device selection and the speed settings: precision (bf16 autocast), channels_last, threads.
 
-Precision is a process-wide setting (`set_precision`), chosen once by the entry point from
-the run's config, because every forward pass (training, evaluation, labelling the transfer
-set) must agree on it. `auto` means bf16 on CUDA and on CPUs with AMX tiles (oneDNN runs bf16
-convolutions 2-3x faster there: see `shallowmimic bench train`), float32 elsewhere.
+Precision and compiling are settings of a context (`compute(precision, compile)`), so that
+every forward pass of one piece of work (training, evaluation, labelling the transfer set)
+agrees on them without each function passing them on: `run_study` works in its config's
+context, the API's training functions take `precision=` and `compile=` (`takes_compute`), and
+the CLI sets its command's for the whole process (`set_precision`). `auto` means bf16 on CUDA
+and on CPUs with AMX tiles (oneDNN runs bf16 convolutions 2-3x faster there: see `shallowmimic
+bench train`), float32 elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import re
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -19,8 +24,8 @@ from shallowmimic.core.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "fp32", "bf16")
-_precision = "auto"  # entry points call set_precision with the run's choice
-_compile = False  # entry points call set_compile with the run's choice
+_PRECISION = contextvars.ContextVar("shallowmimic_precision", default="auto")
+_COMPILE = contextvars.ContextVar("shallowmimic_compile", default=False)
 
 
 def check_device(name: str, where: str = "--device") -> str:
@@ -70,32 +75,67 @@ def cpu_has_amx() -> bool:
         return False
 
 
-def set_precision(name: str) -> str:
-    """Set the process-wide precision; returns what `auto` resolved to (fp32 or bf16)."""
-    global _precision
+def _checked(name: str) -> str:
     if name not in PRECISIONS:
         raise UserError(f"precision {name!r}: choose from {', '.join(PRECISIONS)}")
-    _precision = name
+    return name
+
+
+def set_precision(name: str) -> str:
+    """Set the precision of the current context (an entry point's: the whole command); returns
+    what `auto` resolves to (fp32 or bf16)."""
+    _PRECISION.set(_checked(name))
     return name if name != "auto" else ("bf16" if torch.cuda.is_available() or cpu_has_amx() else "fp32")
 
 
 def precision(device: torch.device) -> str:
-    if _precision == "auto":
+    if _PRECISION.get() == "auto":
         return "bf16" if device.type == "cuda" or cpu_has_amx() else "fp32"
-    return _precision
+    return _PRECISION.get()
 
 
 def set_compile(on: bool) -> None:
-    """Process-wide: train through `torch.compile`d models (see `compiled`)."""
-    global _compile
-    _compile = bool(on)
+    """Train through `torch.compile`d models (see `compiled`) in the current context."""
+    _COMPILE.set(bool(on))
+
+
+@contextlib.contextmanager
+def compute(precision: str | None = None, compile: bool | None = None) -> Iterator[None]:
+    """Work inside with this precision and compile setting (None: the surrounding one), and
+    restore the surrounding ones after, however the block ends."""
+    tokens = [(_PRECISION, _PRECISION.set(_checked(precision))) if precision is not None else None,
+              (_COMPILE, _COMPILE.set(bool(compile))) if compile is not None else None]
+    try:
+        yield
+    finally:
+        for var, token in filter(None, reversed(tokens)):
+            var.reset(token)
+
+
+def own_context(fn: Callable) -> Callable:
+    """Run `fn` in a copy of the caller's context: the settings it makes for its work (a study
+    sets its config's precision) end with it."""
+    @functools.wraps(fn)
+    def in_own_context(*args, **kwargs):
+        return contextvars.copy_context().run(fn, *args, **kwargs)
+    return in_own_context
+
+
+def takes_compute(fn: Callable) -> Callable:
+    """Give `fn` the keyword arguments `precision` ("auto", "fp32" or "bf16") and `compile`,
+    under which it runs (`compute`); omitted, the surrounding context's settings hold."""
+    @functools.wraps(fn)
+    def with_compute(*args, precision: str | None = None, compile: bool | None = None, **kwargs):
+        with compute(precision, compile):
+            return fn(*args, **kwargs)
+    return with_compute
 
 
 def compiled(model: torch.nn.Module) -> torch.nn.Module:
     """The module to run training steps through: `torch.compile(model)` when compiling is on,
     else the model itself. Off by default: compiling costs tens of seconds per model shape,
     which pays for long runs on a GPU, not for a one-minute student on a CPU."""
-    return torch.compile(model) if _compile else model
+    return torch.compile(model) if _COMPILE.get() else model
 
 
 def autocast(device: torch.device):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from shallowmimic.core.device import precision
+from shallowmimic.core.device import precision, takes_compute
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import provenance, read_json, write_json
 from shallowmimic.core.layout import ENSEMBLE_JSON, RESULT_JSON
@@ -63,6 +63,7 @@ def read_manifest(directory: Path) -> dict:
     return read_json(Path(directory) / MANIFEST, "not an ensemble directory")
 
 
+@takes_compute
 def build_ensemble(teachers: list[dict], k: int, data: SplitData, out: Path, device, batch_size: int = 1000) -> dict:
     """Select, evaluate every member and the ensemble on validation and test, write the manifest."""
     for t in teachers:

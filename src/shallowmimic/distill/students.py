@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from shallowmimic.core.device import takes_compute
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import provenance, read_json, write_json
 from shallowmimic.core.layout import RESULT_JSON
@@ -52,6 +53,7 @@ class StudentSetting:
         return train_flops_per_image(self.model_spec(size, classes).build(), 3, size)
 
 
+@takes_compute
 def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg: TrainConfig, out: Path,
                   device: torch.device, split: SplitConfig = SplitConfig(), progress: bool = True,
                   data: SplitData | None = None, evaluate_test: bool = True) -> dict:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from shallowmimic.augment.transforms import STUDENT_HSV, AugParams, HSVConstants, apply, sample_params
-from shallowmimic.core.device import autocast, memory_format
+from shallowmimic.core.device import autocast, memory_format, takes_compute
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import atomic_path, file_digest, provenance, read_json, write_json
 from shallowmimic.core.layout import TRANSFER_MANIFEST
@@ -99,6 +99,7 @@ def _check_shard(path: Path, wanted: dict) -> bool:
     return True
 
 
+@takes_compute
 def generate(ensemble: Callable[[torch.Tensor], torch.Tensor], train_images: torch.Tensor, cfg: TransferConfig,
              out: Path, source: dict, hsv: HSVConstants = STUDENT_HSV, progress: bool = True,
              stop_after: int | None = None, rebuild: bool = False, only: Sequence[int] | None = None,

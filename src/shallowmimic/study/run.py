@@ -31,6 +31,7 @@ from shallowmimic.core.config import from_dict
 from shallowmimic.core.device import (
     StageClock,
     machine_reference,
+    own_context,
     precision,
     resolve_device,
     set_compile,
@@ -86,6 +87,7 @@ def _same_study(recorded: dict | None, cfg: StudyConfig) -> bool:
     return replace(previous, inference=cfg.inference) == cfg
 
 
+@own_context
 def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True, echo: Echo = say,
               retry_failed: bool = False, report: bool = True) -> dict:
     """Run (or resume, or join as one more worker) the study `cfg` in `out`; returns what the
@@ -198,6 +200,7 @@ def cost_of(cfg: StudyConfig, out: Path, jobs: dict[str, list[Job]], ds, device,
     return with_estimate(costs, teachers[0] if teachers else None, student, device, workers)
 
 
+@own_context
 def dry_run(cfg: StudyConfig, out: Path, data_path=None, workers: int = 1, echo: Echo = say,
             starting: bool = False) -> Plan:
     """`run --dry-run`: the resolved plan, its counted FLOPs and a time estimate; nothing is

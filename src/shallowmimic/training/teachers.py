@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from shallowmimic.augment.transforms import TEACHER_HSV, HSVConstants
-from shallowmimic.core.device import precision
+from shallowmimic.core.device import precision, takes_compute
 from shallowmimic.core.files import provenance, write_json
 from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.data.sources import Dataset
@@ -31,6 +31,7 @@ def teacher_config(variant: str, **overrides) -> TrainConfig:
     return replace(base, **{k: val for k, val in overrides.items() if val is not None})
 
 
+@takes_compute
 def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: TrainConfig,
                   device: torch.device, split: SplitConfig = SplitConfig(),
                   hsv: HSVConstants = TEACHER_HSV, resume: bool = True, progress: bool = True,
