@@ -52,3 +52,14 @@ def test_every_file_name_of_a_study_directory_is_defined_once():
     repeated = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py") if p.name != "layout.py"
                 for n in names if f'"{n}"' in p.read_text()]
     assert repeated == []
+
+
+def test_the_status_command_runs_without_torch(tmp_path):
+    """`status` is marked as a command that reads files only (cli.options.FilesOnly), so the
+    group skips the thread setup, and nothing on its path imports torch."""
+    code = ("import sys\nfrom shallowmimic.cli.main import main\n"
+            f"try:\n    main(['status', {str(tmp_path)!r}], standalone_mode=False)\n"
+            "except Exception as e:\n    print(type(e).__name__, file=sys.stderr)\n"
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "False", r.stdout + r.stderr

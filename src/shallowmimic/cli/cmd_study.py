@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from shallowmimic.cli.options import Registry, _check_device, data_option, load_data
+from shallowmimic.cli.options import FilesOnly, Registry, _check_device, data_option, load_data
 from shallowmimic.core.errors import UserError
 
 
@@ -81,7 +81,7 @@ def run_cmd(data_path, preset, out, overrides, seed, print_config, device, preci
     run_study(cfg, out, data_path, progress=not no_progress, retry_failed=retry_failed, report=not no_report)
 
 
-@click.command("status")
+@click.command("status", cls=FilesOnly)
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--watch", type=float, default=0.0, metavar="SECONDS",
               help="Print again every SECONDS until the study has finished (0: once).")

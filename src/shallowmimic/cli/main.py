@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from shallowmimic.cli import cmd_bench, cmd_data, cmd_models, cmd_study, cmd_tune
-from shallowmimic.cli.options import Group
+from shallowmimic.cli.options import FilesOnly, Group
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +14,7 @@ from shallowmimic.cli.options import Group
 @click.pass_context
 def main(ctx):
     """Shallow students mimicking deep CNN ensembles on CIFAR-10 (Urban et al., ICLR 2017)."""
-    if ctx.invoked_subcommand == "status":  # reads files only: no torch, so it starts at once
+    if isinstance(main.get_command(ctx, ctx.invoked_subcommand), FilesOnly):
         return
     from shallowmimic.core.device import configure_threads
 

@@ -20,6 +20,11 @@ class Group(click.Group):
             raise click.ClickException(str(e)) from None
 
 
+class FilesOnly(click.Command):
+    """A command that reads files only and never imports torch (`status`): it starts at once,
+    without the thread setup that every other command gets."""
+
+
 class Registry(click.Choice):
     """The choices of a registry of the library (`module.NAME`), read when click first needs
     them, so that the CLI keeps one list per concept and `--help` still imports no torch."""

@@ -153,6 +153,24 @@ def _failed_elsewhere(study: optuna.Study, keys: Sequence[str], since: datetime)
     return None
 
 
+def _claimed_job(study: optuna.Study, trial: optuna.Trial, wanted: set[str], since: datetime) -> str:
+    """The job key of the trial this worker popped, if the job is its to do: not a fresh trial
+    (nothing was waiting), not another stage's, not a duplicate of one taken or done, and not
+    a job that failed in another worker meanwhile (that is an error here too)."""
+    key = trial.user_attrs.get(JOB)
+    if key is None:
+        raise NothingToTake("no job was waiting")
+    if key not in wanted:  # another stage's job, enqueued while this worker looked: its stage re-enqueues it
+        raise NothingToTake(f"job {key} belongs to another stage")
+    if any(t.user_attrs.get(JOB) == key and t.number != trial.number
+           for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))):
+        raise NothingToTake(f"job {key} is already taken")
+    error = _failed_elsewhere(study, [key], since)  # it failed between our last look and this pop
+    if error:
+        raise UserError(error)
+    return key
+
+
 def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Sequence[str],
              work: Callable[[str], bool], poll: float = 1.0, log: Callable[[str], None] = print) -> list[str]:
     """Take and do jobs of `keys` until every one is done by some worker; return the keys this
@@ -169,19 +187,7 @@ def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Seq
     def objective(trial: optuna.Trial) -> float:
         claim["number"] = trial.number
         trial.set_user_attr(WORKER, worker_id())
-        key = trial.user_attrs.get(JOB)
-        if key is None:
-            raise NothingToTake("no job was waiting")
-        if key not in wanted:  # another stage's job, enqueued while this worker looked: its stage re-enqueues it
-            raise NothingToTake(f"job {key} belongs to another stage")
-        complete_or_running = [t for t in study.get_trials(deepcopy=False,
-                                                           states=(TrialState.COMPLETE, TrialState.RUNNING))
-                               if t.user_attrs.get(JOB) == key and t.number != trial.number]
-        if complete_or_running:
-            raise NothingToTake(f"job {key} is already taken")
-        error = _failed_elsewhere(study, [key], since)  # it failed between our last look and this pop
-        if error:
-            raise UserError(error)
+        key = _claimed_job(study, trial, wanted, since)
         try:
             worked = work(key)
         except Exception as e:
