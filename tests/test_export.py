@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from shallowmimic.core.errors import UserError
 from shallowmimic.models.checkpoint import BEST, save_weights
 from shallowmimic.models.notation import BuildOptions
+from shallowmimic.models.result import ModelResult
 from shallowmimic.models.solve import solve_student
 from shallowmimic.models.store import ModelSpec, save_model_spec
 from shallowmimic.models.students import STUDENTS, default_free
@@ -32,7 +33,7 @@ def make_model(directory, role, family, spec, options=None, seed=0, test_acc=0.5
     directory.mkdir(parents=True)
     save_model_spec(directory, mspec, {"setting": {"loss": "mimic"}} if role == "student" else {})
     save_weights(directory / BEST, net)
-    (directory / "result.json").write_text(json.dumps({"role": role, "test_acc": test_acc}))
+    ModelResult(role, family, mspec.spec, mspec.params, 0.5, test_acc, 1, 0.0, "cpu").save(directory)
     return directory
 
 
@@ -256,3 +257,20 @@ def test_report_section_draws_figure2(tmp_path):
     assert (tmp_path / "figure2.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "figure2.svg").exists()
     assert "![Figure 2](figure2.png)" in md and "| 70% | conv4 mimic student" in md
     assert "runs 50.0x faster than the ensemble" in md and "-16.00 points" in md
+
+
+def test_a_model_result_is_a_typed_record_with_its_own_save_and_load(tmp_path):
+    """Issue 22 item 3: result.json is read and written through one record, its details kept."""
+    r = ModelResult("student", "conv1", "8c@5-mp3-4L-16fc", 1234, 0.61, None, 3, 1.5, "cpu",
+                    {"budget": 1000, "loss": "mimic", "config": {"lr": 0.01}})
+    assert not ModelResult.exists(tmp_path)
+    r.save(tmp_path)
+    back = ModelResult.load(tmp_path)
+    assert back == r and back.details["config"] == {"lr": 0.01}
+    tested = back.with_test({"test_acc": 0.6, "test_n": 10, "test_correct": "abc"})
+    assert tested.test_acc == 0.6 and tested.details["test_n"] == 10 and back.test_acc is None
+    (tmp_path / "result.json").write_text(json.dumps({"role": "student", "test_acc": 0.5}))
+    with pytest.raises(UserError, match=r"result.json lacks device, epochs, family"):
+        ModelResult.load(tmp_path)
+    with pytest.raises(UserError, match="unfinished model"):
+        ModelResult.load(tmp_path / "nothing")

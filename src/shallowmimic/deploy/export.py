@@ -13,11 +13,11 @@ import torch
 
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import atomic_path, file_digest, provenance, read_json, write_json
-from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.data.split import standardize, to_float
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from shallowmimic.distill.ensemble import load_ensemble, read_manifest
 from shallowmimic.models.checkpoint import BEST
+from shallowmimic.models.result import ModelResult
 from shallowmimic.models.store import MODEL_JSON, load_model
 
 TOLERANCE = 1e-4  # largest absolute logit difference (fp32) accepted between onnxruntime and PyTorch
@@ -61,10 +61,9 @@ def load_deployable(directory: Path) -> tuple[Deployable, dict]:
                 "loss": "", "test_acc": m["test_acc"], "name": f"ensemble of {m['k']}"}
     elif (directory / MODEL_JSON).exists():
         net, spec = load_model(directory, "cpu")
-        result = read_json(directory / RESULT_JSON, "unfinished model") if (directory / RESULT_JSON).exists() \
-            else {}
+        test_acc = ModelResult.load(directory).test_acc if ModelResult.exists(directory) else None
         meta = {"role": spec["role"], "family": spec["family"], "params": spec["params"],
-                "loss": (spec.get("setting") or {}).get("loss", ""), "test_acc": result.get("test_acc"),
+                "loss": (spec.get("setting") or {}).get("loss", ""), "test_acc": test_acc,
                 "name": directory.name}
     else:
         check_request(directory)  # raises: neither kind

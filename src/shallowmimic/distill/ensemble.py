@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from shallowmimic.core.files import provenance, read_json, write_json
 from shallowmimic.core.layout import ENSEMBLE_JSON, RESULT_JSON
 from shallowmimic.core.stats import encode_correct
 from shallowmimic.data.split import SplitData
+from shallowmimic.models.result import ModelResult
 from shallowmimic.models.store import load_model
 from shallowmimic.training.batches import predict_logits
 from shallowmimic.training.logits import stored_logits
@@ -26,9 +26,9 @@ def find_teachers(roots: list[Path]) -> list[dict]:
     found = []
     for root in roots:
         for result in sorted(Path(root).rglob(RESULT_JSON)):
-            r = json.loads(result.read_text())
-            if r.get("role") == "teacher":
-                found.append({**r, "dir": str(result.parent)})
+            r = ModelResult.load(result.parent)
+            if r.role == "teacher":
+                found.append({**r.to_dict(), "dir": str(result.parent)})
     return found
 
 

@@ -10,14 +10,14 @@ import torch
 
 from shallowmimic.core.device import takes_compute
 from shallowmimic.core.errors import UserError
-from shallowmimic.core.files import provenance, read_json, write_json
-from shallowmimic.core.layout import RESULT_JSON
+from shallowmimic.core.files import provenance
 from shallowmimic.data.sources import Dataset
 from shallowmimic.data.split import SplitConfig, SplitData, split_tensors
 from shallowmimic.distill.transfer import TransferBatches
 from shallowmimic.models.budget import format_budget
 from shallowmimic.models.flops import train_flops_per_image
 from shallowmimic.models.notation import BuildOptions
+from shallowmimic.models.result import ModelResult
 from shallowmimic.models.solve import solve_student
 from shallowmimic.models.store import ModelSpec, load_model, save_model_spec
 from shallowmimic.models.students import default_free, get_student
@@ -81,16 +81,15 @@ def train_student(ds: Dataset, transfer_dir: Path, setting: StudentSetting, cfg:
         "wall_s": round(result.wall_s, 1), "device": str(device), "seed": cfg.seed,
         "setting": asdict(setting), "config": asdict(cfg), "provenance": provenance(), **test,
     }
-    write_json(out / RESULT_JSON, summary)
+    ModelResult.from_dict(summary).save(out)
     return summary
 
 
 def add_test_accuracy(directory: Path, data: SplitData) -> float:
     """Evaluate a finished student (e.g. a search trial) on the test set once, after selection."""
-    path = Path(directory) / RESULT_JSON
-    result = read_json(path, "unfinished student")
-    if result.get("test_acc") is None:
+    result = ModelResult.load(directory)
+    if result.test_acc is None:
         model, _ = load_model(directory, data.x_test.device)
-        result.update(test_record(model, data.x_test, data.y_test))
-        write_json(path, result)
-    return result["test_acc"]
+        result = result.with_test(test_record(model, data.x_test, data.y_test))
+        result.save(directory)
+    return result.test_acc

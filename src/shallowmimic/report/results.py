@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from shallowmimic.core.config import config_hash
 from shallowmimic.core.files import atomic_path, write_json
-from shallowmimic.core.layout import RESULT_JSON
 from shallowmimic.core.stats import bootstrap_mean, decode_correct
+from shallowmimic.models.result import ModelResult
 
 COLUMNS = ("role", "family", "conv_layers", "budget", "params", "loss", "val_acc", "test_acc",
            "epochs", "wall_s", "device", "config_hash", "spec", "dir")
@@ -22,18 +21,18 @@ TOP = 5  # the paper plots the mean of the 5 best models of each setting
 def collect(dirs: list[Path]) -> list[dict]:
     rows = []
     for d in dirs:
-        path = Path(d) / RESULT_JSON
-        if not path.exists():
+        if not ModelResult.exists(d):
             continue
-        r = json.loads(path.read_text())
+        r = ModelResult.load(d)
+        more = r.details
         rows.append({
-            "role": r["role"], "family": r["family"], "conv_layers": r.get("conv_layers", ""),
-            "budget": r.get("budget", ""), "params": r["params"], "loss": r.get("loss", "hard"),
-            "val_acc": r["val_acc"], "test_acc": r["test_acc"], "epochs": r["epochs"], "wall_s": r["wall_s"],
-            "device": r["device"], "config_hash": config_hash(r.get("config", {})), "spec": r["spec"],
+            "role": r.role, "family": r.family, "conv_layers": more.get("conv_layers", ""),
+            "budget": more.get("budget", ""), "params": r.params, "loss": more.get("loss", "hard"),
+            "val_acc": r.val_acc, "test_acc": r.test_acc, "epochs": r.epochs, "wall_s": r.wall_s,
+            "device": r.device, "config_hash": config_hash(more.get("config", {})), "spec": r.spec,
             "dir": str(d),
             # per-test-image correctness: used for the statistics, not written to results.csv
-            "correct": decode_correct(r["test_correct"], r["test_n"]) if "test_correct" in r else None,
+            "correct": decode_correct(more["test_correct"], more["test_n"]) if "test_correct" in more else None,
         })
     return rows
 

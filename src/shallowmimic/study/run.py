@@ -39,7 +39,7 @@ from shallowmimic.core.device import (
 )
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import create_once, provenance, read_json, write_json
-from shallowmimic.core.layout import PLAN_JSON, RESULT_JSON, RUN_JSON, STUDY_ID, WORKERS_ENV, queue_name
+from shallowmimic.core.layout import PLAN_JSON, RUN_JSON, STUDY_ID, WORKERS_ENV, queue_name
 from shallowmimic.data.download import resolve_data_path
 from shallowmimic.data.sources import load_dataset
 from shallowmimic.data.split import make_split, split_tensors
@@ -48,6 +48,7 @@ from shallowmimic.deploy.inference import measure_study
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
 from shallowmimic.distill.ensemble import build_ensemble, read_manifest
 from shallowmimic.distill.students import StudentSetting
+from shallowmimic.models.result import ModelResult
 from shallowmimic.report.build import build_report
 from shallowmimic.search.jobs import JobQueue, open_queue
 from shallowmimic.search.storage import make_storage, storage_url
@@ -153,7 +154,7 @@ def _stages(ctx: StudyContext, jobs: dict[str, list[Job]], clock: StageClock) ->
     """The paper's stages in order, each lapped on `clock`; what run.json records of them."""
     teacher_dirs = teachers_stage(ctx, jobs["teachers"])
     clock.lap("teachers")
-    teacher_rows = [{**read_json(d / RESULT_JSON, "unfinished teacher"), "dir": str(d)} for d in teacher_dirs]
+    teacher_rows = [{**ModelResult.load(d).to_dict(), "dir": str(d)} for d in teacher_dirs]
 
     ens_job = jobs["ensemble"][0]
     ctx.queue.share([ens_job], lambda job: build_ensemble(teacher_rows, ctx.cfg.ensemble.k, ctx.data, job.dir,

@@ -15,7 +15,7 @@ import torch
 from shallowmimic.core.config import config_hash
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import read_json, write_json
-from shallowmimic.core.layout import INFERENCE_NOTES, RESULT_JSON, SEARCH_JSON, within
+from shallowmimic.core.layout import INFERENCE_NOTES, SEARCH_JSON, within
 from shallowmimic.data.sources import Dataset
 from shallowmimic.data.split import SplitData
 from shallowmimic.deploy.inference import CSV_NAME as INFERENCE_CSV
@@ -26,6 +26,7 @@ from shallowmimic.distill.students import StudentSetting, add_test_accuracy, tra
 from shallowmimic.distill.transfer import generate, shard_name
 from shallowmimic.models.checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
 from shallowmimic.models.layers import with_tta
+from shallowmimic.models.result import ModelResult
 from shallowmimic.models.store import load_model
 from shallowmimic.report.results import TOP
 from shallowmimic.search.jobs import JobQueue
@@ -246,7 +247,7 @@ def reported_models(dirs: list[Path]) -> list[Path]:
     for d in map(Path, dirs):
         if (d / ENSEMBLE_MANIFEST).exists():
             keep.append(d)
-        elif (d / RESULT_JSON).exists() and read_json(d / RESULT_JSON, "unfinished").get("test_acc") is not None:
+        elif ModelResult.exists(d) and ModelResult.load(d).test_acc is not None:
             keep.append(d)
     return keep
 

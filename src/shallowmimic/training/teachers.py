@@ -9,12 +9,12 @@ import torch
 
 from shallowmimic.augment.transforms import TEACHER_HSV, HSVConstants
 from shallowmimic.core.device import precision, takes_compute
-from shallowmimic.core.files import provenance, write_json
-from shallowmimic.core.layout import RESULT_JSON
+from shallowmimic.core.files import provenance
 from shallowmimic.data.sources import Dataset
 from shallowmimic.data.split import SplitConfig, SplitData, split_tensors
 from shallowmimic.models.layers import init_whitening
 from shallowmimic.models.notation import parse_spec
+from shallowmimic.models.result import ModelResult
 from shallowmimic.models.store import ModelSpec, load_model, save_model_spec
 from shallowmimic.models.teachers import get_teacher
 from shallowmimic.training.batches import AugmentedBatches, evaluate, logits_record, predict_logits, prepare
@@ -64,7 +64,7 @@ def train_teacher(ds: Dataset, out: Path, variant: str, spec: str | None, cfg: T
                "epochs": result.epochs, "stopped": result.stopped, "wall_s": round(result.wall_s, 1),
                "images_per_s": round(result.images_per_s, 1), "device": str(device),
                "config": asdict(cfg), "provenance": provenance(), **test}
-    write_json(out / RESULT_JSON, summary)
+    ModelResult.from_dict(summary).save(out)
     return summary
 
 
