@@ -50,7 +50,8 @@ def smoke(request, tmp_path_factory):
 def test_smoke_study_writes_the_report(smoke):
     out, output, _, n_test = smoke
     rep = out / "report"
-    for name in ("results.csv", "results.json", "report.md", "report.html", "figure1.png", "figure1.svg"):
+    for name in ("results.csv", "results.json", "report.md", "report.html", "figure1.png", "figure1.svg",
+                 "curves.png", "curves.svg"):
         assert (rep / name).stat().st_size > 0, name
     assert (rep / "figure1.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(open(rep / "results.csv")))
@@ -63,7 +64,8 @@ def test_smoke_study_writes_the_report(smoke):
         assert abs(int(r["params"]) - int(r["budget"])) <= 0.005 * int(r["budget"]), r
         assert 0.0 <= float(r["test_acc"]) <= 1.0 and r["device"] == "cpu"
     md = (rep / "report.md").read_text()
-    for heading in ("## Findings", "## Teachers and ensemble", "Table 2 layout", "Table 1 layout", "(92.78)"):
+    for heading in ("## Findings", "## Teachers and ensemble", "Table 2 layout", "Table 1 layout", "(92.78)",
+                    "## Training curves", "![Training curves](curves.png)"):
         assert heading in md
     assert sum(line.startswith(("  PASS", "  FAIL", "  INCONCLUSIVE", "  N/A")) for line in output.splitlines()) == 4
     run_json = json.loads((out / "run.json").read_text())
@@ -326,7 +328,7 @@ def test_report_html_in_a_headless_browser(smoke):
     assert found, dom[-2000:]
     check = json.loads(html.unescape(found.group(1)))
     wanted = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(src for src, _ in check["images"]) == sorted(wanted) and "figure1.png" in wanted
+    assert sorted(src for src, _ in check["images"]) == sorted(wanted) and {"figure1.png", "curves.png"} <= set(wanted)
     assert all(ok for _, ok in check["images"]), check["images"]  # each image actually loaded
     assert check["tables"] == sum(line.startswith("|---") or line.startswith("| ---") for line in md.splitlines())
     assert check["nested"] > 0  # the findings' comparisons under each verdict

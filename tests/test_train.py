@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -237,3 +238,40 @@ def test_a_resumed_run_cannot_be_relabelled(tmp_path):
     save_model_spec(tmp_path, spec, {"split_fingerprint": "b"})  # the same again is fine
     with pytest.raises(UserError, match="differs in split_fingerprint"):
         save_model_spec(tmp_path, spec, {"split_fingerprint": "c"})
+
+
+def test_every_training_writes_its_curves_as_it_goes(tmp_path):
+    """Issue 23 item 3: per-epoch loss, validation accuracy (where measured), learning rate,
+    clipped share and images/s as CSV beside metrics.jsonl; TensorBoard events where installed."""
+    import csv
+
+    from shallowmimic.training.curves import COLUMNS, read_curves, tensorboard_installed, write_curves
+
+    history = [{"epoch": 1, "train_loss": 2.0, "val_acc": None, "lr": 0.1, "clipped": None, "images_per_s": 9.5,
+                "train_s": 1.0},
+               {"epoch": 2, "train_loss": 1.5, "val_acc": 0.4, "lr": 0.05, "clipped": 0.25, "images_per_s": 10.0,
+                "train_s": 0.9}]
+    write_curves(tmp_path, history)
+    rows = list(csv.DictReader(open(tmp_path / "curves.csv")))
+    assert tuple(rows[0]) == COLUMNS and rows[0]["val_acc"] == "" and rows[1]["clipped"] == "0.25"
+    assert read_curves(tmp_path) == history and read_curves(tmp_path / "elsewhere") == []
+    assert tensorboard_installed() or not os.environ.get("CI"), "CI installs the tensorboard extra"
+
+
+def test_a_resumed_training_logs_each_epoch_once_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from shallowmimic.training.curves import TensorBoard
+
+    first = TensorBoard(tmp_path, 0)
+    for e in (1, 2, 3):  # epoch 3 was logged, but the run was killed before its checkpoint
+        first.epoch({"epoch": e, "train_loss": 1.0 / e, "val_acc": None, "lr": 0.1})
+    first.close()
+    again = TensorBoard(tmp_path, 2)  # resumed from the checkpoint of epoch 2
+    again.epoch({"epoch": 3, "train_loss": 0.3, "val_acc": 0.5, "lr": 0.1})
+    again.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(s.step, round(s.value, 3)) for s in events.Scalars("train_loss")] == [(1, 1.0), (2, 0.5), (3, 0.3)]
+    assert [s.step for s in events.Scalars("val_acc")] == [3]

@@ -15,6 +15,8 @@ FAILED_JSON = "failed.json"  # a job that failed for good (a diverged student), 
 PLAN_JSON = "plan.json"  # the plan and its counted cost, written as a run starts (what `status` reads)
 DEFAULT_DB = "studies.db"  # the SQLite storage of searches and of the job queue, unless search.storage
 METRICS = "metrics.jsonl"  # one line per epoch of a training
+CURVES_CSV = "curves.csv"  # the same per-epoch figures as CSV
+TENSORBOARD_DIR = "tensorboard"  # a training's TensorBoard event files, where tensorboard is installed
 PROGRESS = "progress.json"  # where a training is inside an epoch
 WORKERS_ENV = "SHALLOWMIMIC_WORKERS"  # how many workers `run --workers N` started (for the estimate)
 

@@ -9,6 +9,7 @@ from shallowmimic.core.lazy import lazy_exports
 _EXPORTS = {
     "build_report": "build",
     "check_findings": "findings",
+    "curves_figure": "curves",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

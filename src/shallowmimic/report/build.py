@@ -12,6 +12,7 @@ from shallowmimic.deploy.inference import read_inference
 from shallowmimic.models.budget import format_budget
 from shallowmimic.models.students import STUDENTS
 from shallowmimic.report import paper
+from shallowmimic.report.curves import section as curves_section
 from shallowmimic.report.figure import figure1, search_plot
 from shallowmimic.report.findings import check_findings
 from shallowmimic.report.frontier import section as inference_section
@@ -48,6 +49,7 @@ def build_report(out: Path, run: dict) -> dict:
     md += _teachers_section([r for r in rows if r["role"] == "teacher"], ensemble)
     md += _mimic_section(mimic, hard) + _hard_section(mimic, hard)
     md += _search_section(out, run.get("searches") or [])
+    md += curves_section(out, rows, title=f"Training curves ({preset} preset)")
     md += compute_section(run)
     cost = out.parent / "inference.csv"  # beside run.json
     if cost.exists():

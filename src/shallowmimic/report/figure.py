@@ -51,10 +51,10 @@ def figure1(out: Path, mimic: dict, hard: dict, ensemble: dict | None, title: st
     fig.text(0.01, 0.005, f"Each point: mean test accuracy of the (up to) {TOP} best models of a setting "
              "by validation accuracy; bars: 95% bootstrap interval. Faint: the paper's numbers.", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return _save(fig, out, "figure1")
+    return save_figure(fig, out, "figure1")
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def save_figure(fig, out: Path, name: str) -> list[Path]:
     """PNG and SVG, each written atomically; closes the figure."""
     import matplotlib.pyplot as plt
 
@@ -151,4 +151,4 @@ def figure2(out: Path, rows: list[dict], front: list[dict], title: str = "", x: 
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title or "Figure 2: accuracy against inference cost", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, "figure2")
+    return save_figure(fig, out, "figure2")

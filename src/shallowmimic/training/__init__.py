@@ -13,7 +13,7 @@ _EXPORTS = {
     "LOSSES": "losses", "DistillationLoss": "losses", "HardLabelLoss": "losses", "MimicLoss": "losses",
     "default_grad_clip": "losses",
     "SCHEDULES": "schedule", "scheduled_lr": "schedule",
-    "teacher_config": "teachers",
+    "teacher_config": "teachers", "read_curves": "curves", "write_curves": "curves",
     "train_teacher": "teachers",
 }
 __all__ = sorted(_EXPORTS)

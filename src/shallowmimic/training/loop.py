@@ -23,7 +23,7 @@ from shallowmimic.core.config import to_dict
 from shallowmimic.core.device import autocast, compiled, memory_format
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import atomic_path, provenance
-from shallowmimic.core.layout import METRICS, PROGRESS
+from shallowmimic.core.layout import PROGRESS
 from shallowmimic.models.checkpoint import (
     BEST,
     BEST_PENDING,
@@ -35,6 +35,7 @@ from shallowmimic.models.checkpoint import (
     save_weights,
 )
 from shallowmimic.training.batches import evaluate, seed_for
+from shallowmimic.training.curves import TensorBoard, write_curves
 from shallowmimic.training.losses import KD_ALPHA, KD_TEMPERATURE, LOSSES, make_loss
 from shallowmimic.training.schedule import SCHEDULES, Plateau, scheduled_lr
 
@@ -109,16 +110,21 @@ def fit(model: torch.nn.Module, batches, val_images: torch.Tensor, val_labels: t
                   provenance=provenance(), **(extra_state or {}))
     bar = tqdm(total=cfg.epochs, initial=run.state["epoch"], desc=desc, unit="ep", disable=not progress,
                dynamic_ncols=True)
-    for epoch in range(run.state["epoch"], cfg.epochs):
-        t0 = time.perf_counter()
-        trained = run.train_epoch(epoch, progress)
-        val_acc = run.end_epoch(epoch, trained, val_images, val_labels, t0, record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{run.state['history'][-1]['train_loss']:.3f}",
-                        val="-" if val_acc is None else f"{val_acc:.4f}", best=f"{run.state['best_val_acc']:.4f}")
-        if run.plateau.stopped:
-            break
-    bar.close()
+    board = TensorBoard(run.out, run.state["epoch"])
+    try:
+        for epoch in range(run.state["epoch"], cfg.epochs):
+            t0 = time.perf_counter()
+            trained = run.train_epoch(epoch, progress)
+            val_acc = run.end_epoch(epoch, trained, val_images, val_labels, t0, record)
+            board.epoch(run.state["history"][-1])
+            bar.update(1)
+            bar.set_postfix(loss=f"{run.state['history'][-1]['train_loss']:.3f}",
+                            val="-" if val_acc is None else f"{val_acc:.4f}", best=f"{run.state['best_val_acc']:.4f}")
+            if run.plateau.stopped:
+                break
+    finally:
+        board.close()
+        bar.close()
     return _finish(model, run.out, run.state, run.device)
 
 
@@ -245,7 +251,7 @@ class _Run:
         state.update(record)
         save_checkpoint(out, self.model, self.opt, state, self.lookahead.tensors if self.lookahead else None)
         _settle_best(out, state)
-        _write_metrics(out, state["history"])
+        write_curves(out, state["history"])
         return val_acc
 
 
@@ -337,7 +343,3 @@ def _note_progress(out: Path, epoch: int, step: int, steps: int, epochs: int) ->
                                    "time": time.time()}))
     return time.perf_counter()
 
-
-def _write_metrics(out: Path, history: list[dict]) -> None:
-    with atomic_path(out / METRICS) as tmp:
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
