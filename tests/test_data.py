@@ -266,3 +266,85 @@ def test_the_split_on_a_device_is_a_typed_record(tmp_path):
     assert data.x_train.dtype == torch.uint8 and data.y_val.dtype == torch.int64
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.fingerprint = "other"
+
+
+# --- image folders (issue 23 item 2) -----------------------------------------------------------
+
+
+def _write_folder(root, arrays, names=("cat", "dog", "emu"), fmt="png"):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        for i, (img, label) in enumerate(zip(x, y, strict=True)):
+            d = root / split / names[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{i:04d}.{fmt}")
+    return root
+
+
+def test_an_image_folder_loads_decoded_once_and_cached(tmp_path, monkeypatch):
+    import PIL.Image
+
+    from shallowmimic.data.sources import load_dataset
+
+    monkeypatch.setenv("SHALLOWMIMIC_CACHE", str(tmp_path / "cache"))
+    arrays = tiny_arrays(n_train=30, n_test=9, size=16, classes=3)
+    root = _write_folder(tmp_path / "imgs", arrays)
+    ds = load_dataset(root, image_size=16)
+    assert ds.kind == "folder" and ds.class_names == ("cat", "dog", "emu") and ds.image_size == 16
+    # files are read in sorted order per class: the same images and labels, class by class
+    order = np.argsort(arrays["y_train"], kind="stable")
+    assert np.array_equal(ds.x_train, arrays["x_train"][order]) and np.array_equal(ds.y_train, arrays["y_train"][order])
+    assert len(list((tmp_path / "cache" / "image-folders").glob("*.npz"))) == 1
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = load_dataset(root, image_size=16)
+    assert again.digest == ds.digest
+    monkeypatch.undo()
+    monkeypatch.setenv("SHALLOWMIMIC_CACHE", str(tmp_path / "cache"))
+    bigger = load_dataset(root, image_size=24)  # another size: decoded anew, cached apart
+    assert bigger.image_size == 24 and len(list((tmp_path / "cache" / "image-folders").glob("*.npz"))) == 2
+    first = sorted((root / "train" / "cat").iterdir())[0]
+    PIL.Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(first)  # a changed file: never the stale cache
+    assert load_dataset(root, image_size=16).digest != ds.digest
+
+
+def test_a_non_square_image_is_center_cropped_then_resized(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from shallowmimic.data.sources import load_dataset
+
+    monkeypatch.setenv("SHALLOWMIMIC_CACHE", str(tmp_path / "cache"))
+    wide = np.zeros((8, 24, 3), np.uint8)
+    wide[:, 8:16] = 200  # the centre square is all 200; the edges that are cut are 0
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / "d" / split / name).mkdir(parents=True)
+            Image.fromarray(wide).save(tmp_path / "d" / split / name / "x.png")
+    ds = load_dataset(tmp_path / "d", image_size=8)
+    assert ds.x_train.shape == (2, 8, 8, 3) and (ds.x_train == 200).all()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: shutil.rmtree(r / "test" / "emu"), "different class folders"),
+    (lambda r: (r / "train" / "cat" / "notes.txt").write_text("x"), "not a PNG or JPEG"),
+    (lambda r: (r / "train" / "dog" / "0001.png").write_bytes(b"not an image"), "not a readable image"),
+    (lambda r: [p.unlink() for p in (r / "test" / "cat").iterdir()], "no images"),
+])
+def test_a_bad_image_folder_is_one_line(tmp_path, monkeypatch, damage, message):
+    monkeypatch.setenv("SHALLOWMIMIC_CACHE", str(tmp_path / "cache"))
+    root = _write_folder(tmp_path / "imgs", tiny_arrays(n_train=30, n_test=9, size=8, classes=3))
+    damage(root)
+    r = CliRunner().invoke(main, ["data", "info", "--data", str(root), "--image-size", "8"])
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_study_reads_its_image_size_from_the_config():
+    from shallowmimic.study.config import load_study
+
+    assert load_study("smoke", ["images.size=48"]).images.size == 48
+    from shallowmimic.core.errors import UserError
+
+    with pytest.raises(UserError, match="images.size"):
+        load_study("smoke", ["images.size=4"])

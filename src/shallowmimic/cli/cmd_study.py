@@ -50,6 +50,9 @@ def run_cmd(data_path, preset, out, overrides, seed, print_config, device, preci
     ov = (seed_overrides(seed) if seed is not None else []) + list(overrides) + \
         ([f'device="{device}"'] if device else []) + \
         ([f'precision="{precision}"'] if precision else []) + (["compile=true"] if compile_ else [])
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("image_size") is not click.core.ParameterSource.DEFAULT:
+        ov.insert(0, f"images.size={ctx.meta['image_size']}")  # the study's [images] table; a --set wins
     cfg = load_study(preset, ov)  # a bad config fails here, once, not in every worker
     if print_config:
         from dataclasses import asdict

@@ -56,13 +56,23 @@ def combined(*opts):
     return decorate
 
 
+def _keep_image_size(ctx, param, value):
+    ctx.meta["image_size"] = value
+    return value
+
+
 def data_option(f):
+    f = click.option(
+        "--image-size", type=click.IntRange(8, 1024), default=32, show_default=True, expose_value=False,
+        callback=_keep_image_size, help="Image folders only: the square size every image is decoded to.",
+    )(f)
     return click.option(
         "--data",
         "data_path",
         type=click.Path(path_type=Path),
         default=None,
-        help="CIFAR-10 source: .npz, cifar-10-python.tar.gz or cifar-10-batches-py/. "
+        help="Data: .npz, cifar-10-python.tar.gz, cifar-10-batches-py/, or an image folder "
+        "(DIR/train/<class>/*, DIR/test/<class>/*). "
         "Default: $SHALLOWMIMIC_DATA, then the cache (downloading if needed).",
     )(f)
 
@@ -110,7 +120,8 @@ def load_data(data_path):
     from shallowmimic.data.download import resolve_data_path
     from shallowmimic.data.sources import load_dataset
 
-    return load_dataset(resolve_data_path(data_path))
+    ctx = click.get_current_context(silent=True)
+    return load_dataset(resolve_data_path(data_path), ctx.meta.get("image_size", 32) if ctx else 32)
 
 
 split_options = combined(

@@ -1,4 +1,5 @@
-"""Data sources: the official CIFAR-10 python release (directory or .tar.gz) and .npz files.
+"""Data sources: the official CIFAR-10 python release (directory or .tar.gz), .npz files and
+image folders (`data.folders`).
 
 Every source loads into one `Dataset`: uint8 NHWC images, int64 labels and class names.
 Nothing downstream assumes 10 classes or 32 pixels; those come from the data.
@@ -38,7 +39,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     source: str  # the path it was loaded from
-    kind: str  # "npz", "cifar-dir" or "cifar-tar"
+    kind: str  # "npz", "cifar-dir", "cifar-tar" or "folder"
 
     @property
     def num_classes(self) -> int:
@@ -62,8 +63,9 @@ class Dataset:
         return h.hexdigest()
 
 
-def load_dataset(path: str | os.PathLike) -> Dataset:
-    """Load any supported source; raise `DataError` (one line) for anything malformed."""
+def load_dataset(path: str | os.PathLike, image_size: int = 32) -> Dataset:
+    """Load any supported source; raise `DataError` (one line) for anything malformed.
+    `image_size`: the square size image folders are decoded to (other sources keep theirs)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -74,6 +76,10 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
             path = path / CIFAR_BATCH_DIR
         elif (path / CIFAR_ARCHIVE).is_file():
             return load_dataset(path / CIFAR_ARCHIVE)
+        from shallowmimic.data.folders import is_image_folder, load_image_folder  # it reads this module
+
+        if is_image_folder(path):
+            return load_image_folder(path, image_size)
         return _load_cifar_dir(path)
     name = path.name.lower()
     if name.endswith(".npz"):
@@ -81,8 +87,8 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     if name.endswith((".tar.gz", ".tgz", ".tar")):
         return _load_cifar_tar(path)
     raise DataError(
-        f"{path}: unsupported data file (expected a .npz, a cifar-10-python.tar.gz "
-        f"or a {CIFAR_BATCH_DIR}/ directory)"
+        f"{path}: unsupported data file (expected a .npz, a cifar-10-python.tar.gz, "
+        f"a {CIFAR_BATCH_DIR}/ directory or an image folder with train/ and test/)"
     )
 
 
@@ -90,6 +96,13 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
 
 
 def _load_npz(path: Path) -> Dataset:
+    arrays, names = load_npz_arrays(path)
+    return validated(path, "npz", arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                     arrays["y_test"], names)
+
+
+def load_npz_arrays(path: Path) -> tuple[dict[str, np.ndarray], tuple[str, ...] | None]:
+    """The four arrays of an .npz and its class names (None where it has none), unvalidated."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -106,8 +119,7 @@ def _load_npz(path: Path) -> Dataset:
         raise DataError(f"{path}: not a readable .npz file, corrupt or truncated ({e})") from None
     if names is not None:
         names = tuple(str(n) for n in np.asarray(names).reshape(-1))
-    return _validated(path, "npz", arrays["x_train"], arrays["y_train"], arrays["x_test"],
-                      arrays["y_test"], names)
+    return arrays, names
 
 
 # --- the official python release ---------------------------------------------------------------
@@ -177,7 +189,7 @@ def _from_batches(path: Path, kind: str, read) -> Dataset:
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     x_test, y_test = loaded[CIFAR_TEST_BATCH]
-    return _validated(path, kind, x_train, y_train, x_test, y_test, names)
+    return validated(path, kind, x_train, y_train, x_test, y_test, names)
 
 
 def _load_cifar_dir(path: Path) -> Dataset:
@@ -217,7 +229,7 @@ def _load_cifar_tar(path: Path) -> Dataset:
 # --- validation --------------------------------------------------------------------------------
 
 
-def _validated(path, kind, x_train, y_train, x_test, y_test, names) -> Dataset:
+def validated(path, kind, x_train, y_train, x_test, y_test, names) -> Dataset:
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.dtype != np.uint8:
             raise DataError(f"{path}: x_{split} has dtype {x.dtype}, expected uint8 pixels")

@@ -10,6 +10,7 @@ from typing import Any
 from shallowmimic.core.config import apply_overrides, from_dict, load_toml, merged
 from shallowmimic.core.device import PRECISIONS, check_device
 from shallowmimic.core.errors import UserError
+from shallowmimic.data.folders import ImagesConfig
 from shallowmimic.data.split import SplitConfig
 from shallowmimic.distill.transfer import TransferConfig
 from shallowmimic.models.budget import parse_budget
@@ -149,6 +150,7 @@ class StudyConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA and on CPUs with AMX)
     compile: bool = False  # train through torch.compile (pays on GPUs, for long runs)
     data: SplitConfig = field(default_factory=SplitConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)  # image-folder sources only
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)

@@ -95,7 +95,7 @@ def run_study(cfg: StudyConfig, out: Path, data_path=None, progress: bool = True
     report wrote (its findings), or {} where another worker writes the report."""
     t_start = time.perf_counter()
     out = Path(out)
-    ds = load_dataset(resolve_data_path(data_path))
+    ds = load_dataset(resolve_data_path(data_path), cfg.images.size)
     device = resolve_device(cfg.device)
     set_precision(cfg.precision)
     set_compile(cfg.compile)
@@ -207,7 +207,8 @@ def dry_run(cfg: StudyConfig, out: Path, data_path=None, workers: int = 1, echo:
     """`run --dry-run`: the resolved plan, its counted FLOPs and a time estimate; nothing is
     trained and nothing written (not even the study directory). `starting`: the same, printed
     by `run --workers N` before it starts them."""
-    ds = load_dataset(resolve_data_path(data_path, download=False))  # a dry run downloads nothing
+    # a dry run downloads nothing
+    ds = load_dataset(resolve_data_path(data_path, download=False), cfg.images.size)
     device = resolve_device(cfg.device)
     set_precision(cfg.precision)
     split = make_split(len(ds.x_train), cfg.data.val_size, cfg.data.seed)
@@ -235,7 +236,7 @@ def measure_inference(out: Path, data_path=None, runs: int = 100, batch: int = 2
     ens = [run["ensemble_dir"]] if run.get("ensemble_dir") else \
         [str(p.parent) for p in sorted((Path(out) / "ensemble").glob(f"*/{ENSEMBLE_MANIFEST}"))][:1]  # older runs
     dirs = reported_models([Path(d) for d in (*run["teachers"], *ens, *run["students"])])
-    ds = load_dataset(resolve_data_path(data_path))
+    ds = load_dataset(resolve_data_path(data_path), run.get("config", {}).get("images", {}).get("size", 32))
     rows = measure_study(dirs, ds.x_test, ds.y_test, Path(out) / INFERENCE_CSV, runs=runs, batch=batch)
     write_json(Path(out) / RUN_JSON, {**run, "inference": str(Path(out) / INFERENCE_CSV)})
     report_only(out)
