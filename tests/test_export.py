@@ -274,3 +274,6 @@ def test_a_model_result_is_a_typed_record_with_its_own_save_and_load(tmp_path):
         ModelResult.load(tmp_path)
     with pytest.raises(UserError, match="unfinished model"):
         ModelResult.load(tmp_path / "nothing")
+    (tmp_path / "result.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="not a JSON object"):
+        ModelResult.load(tmp_path)

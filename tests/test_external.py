@@ -22,6 +22,10 @@ def tiny_net() -> torch.nn.Module:
     return build(parse_spec(SPEC), 3, 32, 10)
 
 
+def broken_net():
+    raise ValueError("no such width")
+
+
 @pytest.fixture
 def files(tmp_path):
     from safetensors.torch import save_file
@@ -81,6 +85,12 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line(files, tmp_path):
     files["onnx"].write_bytes(files["onnx"].read_bytes() + b"\0")
     with pytest.raises(UserError, match="changed since its digest was recorded"):
         load_external(onnx, recorded=recorded)
+    with pytest.raises(UserError, match="the factory failed"):
+        load_external(ExternalTeacher(factory="tests.test_external:broken_net", weights=str(files["weights"])))
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(UserError, match="do not fit"):
+        load_external(ExternalTeacher(factory="tests.test_external:tiny_net",
+                                      weights=str(tmp_path / "junk.safetensors")))
     with pytest.raises(UserError, match="cannot import it"):
         load_external(ExternalTeacher(factory="tests.nowhere:net", weights=str(files["weights"])))
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")

@@ -168,6 +168,14 @@ def test_a_job_taken_over_while_it_ran_goes_to_its_next_taker_and_its_own_errors
     with pytest.raises(ValueError, match="Cannot tell which file"):
         run_jobs(study, storage, ["b"], own_error, poll=0.05, log=log.append)
 
+    def taken_then_failed(key):  # our claim is failed by another reaper, then the job raises
+        mine = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))[0]
+        study.tell(mine.number, state=optuna.trial.TrialState.FAIL)
+        raise RuntimeError("the job's own failure")
+
+    with pytest.raises(RuntimeError, match="the job's own failure"):
+        run_jobs(study, storage, ["c"], taken_then_failed, poll=0.05, log=log.append)
+
 
 def test_the_queue_needs_of_a_job_only_its_key_and_done(tmp_path):
     from dataclasses import dataclass

@@ -95,7 +95,10 @@ def _digest(path: Path, files: dict[str, list[tuple[Path, int]]], size: int) -> 
     for split in SPLITS:
         for f, label in files[split]:
             h.update(f"{f.relative_to(path)}\t{label}\n".encode())
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            try:
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+            except OSError as e:
+                raise DataError(f"{f}: cannot be read ({e.strerror or e})") from None
     return h.hexdigest()[:32]
 
 
@@ -110,7 +113,7 @@ def _decode(path: Path, files: dict[str, list[tuple[Path, int]]], classes: tuple
             try:
                 with Image.open(f) as img:
                     x[i] = np.asarray(_square(img.convert("RGB"), size))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
                 raise DataError(f"{f}: not a readable image ({e})") from None
         arrays[f"x_{split}"] = x
         arrays[f"y_{split}"] = np.array([label for _, label in files[split]], np.int64)

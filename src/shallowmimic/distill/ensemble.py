@@ -26,9 +26,9 @@ def find_teachers(roots: list[Path]) -> list[dict]:
     found = []
     for root in roots:
         for result in sorted(Path(root).rglob(RESULT_JSON)):
-            r = ModelResult.load(result.parent)
-            if r.role == "teacher":
-                found.append({**r.to_dict(), "dir": str(result.parent)})
+            record = read_json(result, "unfinished model")
+            if isinstance(record, dict) and record.get("role") == "teacher":  # others are not ours to read
+                found.append({**ModelResult.from_dict(record, str(result)).to_dict(), "dir": str(result.parent)})
     return found
 
 

@@ -108,10 +108,17 @@ def _from_factory(entry: ExternalTeacher, device) -> torch.nn.Module:
         make = getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as e:
         raise UserError(f"external teacher {entry.factory}: cannot import it ({e})") from None
-    net = make()
+    from safetensors import SafetensorError
+
+    try:
+        net = make()
+    except Exception as e:  # the user's code: whatever it raises is its message
+        raise UserError(f"external teacher {entry.factory}: the factory failed ({type(e).__name__}: {e})") from None
+    if not isinstance(net, torch.nn.Module):
+        raise UserError(f"external teacher {entry.factory}: returned a {type(net).__name__}, not a torch.nn.Module")
     try:
         net.load_state_dict(load_file(entry.weights, device=str(device)))
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError, SafetensorError) as e:
         raise UserError(f"external teacher {entry.factory}: the weights {entry.weights} do not fit "
                         f"({str(e).splitlines()[0]})") from None
     return net.to(device).eval()

@@ -29,6 +29,8 @@ class ModelResult:
 
     @classmethod
     def from_dict(cls, record: dict, where: str = "a model's record") -> ModelResult:
+        if not isinstance(record, dict):
+            raise UserError(f"{where} is not a JSON object: not written by this package, or damaged")
         typed = {f.name for f in fields(cls)} - {"details"}
         missing = typed - set(record)
         if missing:

@@ -20,6 +20,7 @@ directory has no result any more (deleted to be retrained) is enqueued again as 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -191,7 +192,9 @@ def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Seq
         try:
             worked = work(key)
         except Exception as e:
-            trial.set_user_attr(ERROR, f"{type(e).__name__}: {e}"[:1000])
+            claim["error"] = e  # Optuna may mask it (our claim failed meanwhile): raised as itself below
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr(ERROR, f"{type(e).__name__}: {e}"[:1000])
             raise
         claim["returned"] = True
         if worked:
@@ -220,6 +223,8 @@ def run_jobs(study: optuna.Study, storage: optuna.storages.RDBStorage, keys: Seq
         try:
             study.optimize(objective, n_trials=1, catch=())
         except ValueError:
+            if "error" in claim:  # the job's own error, whether or not its claim was taken over meanwhile
+                raise claim["error"] from None
             if not _taken_over(study, claim):
                 raise
             # our claim was failed as stale while we worked (a starved heartbeat); its next taker finishes it

@@ -40,17 +40,25 @@ def tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+def _summary_writer():
+    """torch's SummaryWriter, or None where tensorboard is missing or will not import."""
+    if not tensorboard_installed():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # installed but broken: the CSV still holds every figure
+        return None
+    return SummaryWriter
+
+
 class TensorBoard:
     """Scalars per epoch into `out/tensorboard/`, or nothing where tensorboard is not installed.
     A resumed training purges the events after its checkpoint's epoch (a killed run may have
     logged an epoch its checkpoint does not hold), so every step is logged once."""
 
     def __init__(self, out: Path, resumed_at: int):
-        self.writer = None
-        if tensorboard_installed():
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=resumed_at + 1)
+        writer = _summary_writer()  # an append-only event log: the one output not written by rename
+        self.writer = writer(str(Path(out) / TENSORBOARD_DIR), purge_step=resumed_at + 1) if writer else None
 
     def epoch(self, record: dict) -> None:
         if self.writer is None:
