@@ -251,3 +251,49 @@ def test_the_study_and_the_transfer_set_share_one_transfer_config():
     assert type(cfg.transfer) is TransferConfig and cfg.transfer.tta == "flip"
     with pytest.raises(UserError, match="transfer.tta"):
         load_study("quick", ["transfer.tta=\"spin\""])
+
+
+EXTERNAL = 'teachers.external=[{path = "a.onnx", input = "uint8-nhwc"}, "b.pt", {factory = "m:f", weights = "w.st"}]'
+
+
+def test_external_teachers_are_strings_or_tables_and_print_back_the_same(tmp_path):
+    from shallowmimic.models.external import ExternalTeacher
+
+    cfg = load_study("smoke", [EXTERNAL, "teachers.count=0", "ensemble.k=3"])
+    assert cfg.teachers.external == (ExternalTeacher(path="a.onnx", input="uint8-nhwc"), ExternalTeacher(path="b.pt"),
+                                     ExternalTeacher(factory="m:f", weights="w.st"))
+    r = run("run", "--preset", "smoke", "--print-config", "--set", EXTERNAL)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "printed.toml").write_text(r.output)
+    assert load_study(str(tmp_path / "printed.toml")) == load_study("smoke", [EXTERNAL])
+
+
+@pytest.mark.parametrize("override, message", [
+    ('teachers.external=[{path = "a.onnx", input = "bgr"}]', "input 'bgr' is not one of uint8-nhwc"),
+    ('teachers.external=[{path = "a.onnx", size = 32}]', r"teachers.external: unknown key\(s\) size"),
+    ('teachers.external=["a.h5"]', "not an ONNX"),
+    ('teachers.external=[3]', "teachers.external: expected a table"),
+    ("teachers.count=0", "teachers.count must be at least 1"),
+])
+def test_a_bad_external_teacher_entry_is_refused_when_loaded(override, message):
+    with pytest.raises(UserError, match=message):
+        load_study("smoke", [override])
+
+
+def test_the_ensemble_may_choose_among_trained_and_external_teachers():
+    assert load_study("smoke", ['teachers.external=["a.pt"]', "ensemble.k=3"]).ensemble.k == 3
+    with pytest.raises(UserError, match="ensemble.k = 4 must be between 1 and the number of teachers .3"):
+        load_study("smoke", ['teachers.external=["a.pt"]', "ensemble.k=4"])
+
+
+def test_an_external_teachers_job_is_keyed_by_its_place_and_input_not_its_path(tmp_path):
+    from shallowmimic.study.planning import plan
+
+    def jobs(entry):
+        cfg = load_study("smoke", [f"teachers.external=[{entry}]"])
+        return [j for j in plan(cfg, tmp_path, {"content": "d"})["teachers"] if j.stage == "external"]
+
+    here, moved = jobs('"a.pt"'), jobs('"elsewhere/a.pt"')
+    assert len(here) == 1 and here[0].dir == moved[0].dir and here[0].params["entry"]["path"] == "a.pt"
+    assert jobs('{path = "a.pt", input = "uint8-nhwc"}')[0].dir != here[0].dir
+    assert here[0].dir.name.startswith("x00-")

@@ -43,21 +43,38 @@ def files(tmp_path):
                       output_names=["logits"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
     script = tmp_path / "teacher.pt"
     torch.jit.trace(net, x[:2]).save(str(script))
+    pt2 = tmp_path / "teacher.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(net, (x[:2],), dynamic_shapes=({0: batch},)), str(pt2))
     weights = tmp_path / "teacher.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
-    return {"want": want, "onnx": onnx, "script": script, "weights": weights}
+    return {"want": want, "onnx": onnx, "script": script, "pt2": pt2, "weights": weights}
 
 
 def test_every_kind_of_external_teacher_gives_the_original_logits(files):
     entries = [ExternalTeacher(path=str(files["onnx"]), input="uint8-nhwc"),
                ExternalTeacher(path=str(files["script"]), input="standardized-nchw"),
+               ExternalTeacher(path=str(files["pt2"]), input="standardized-nchw"),
                ExternalTeacher(factory="tests.test_external:tiny_net", weights=str(files["weights"]))]
     for entry in entries:
         model = load_external(entry, recorded=entry.digest())
         check(model, entry, IMAGES, 10)
         got = model(IMAGES)
         assert got.dtype == torch.float32 and (got - files["want"]).abs().max() < 1e-4, entry.name
-    assert len({e.digest() for e in entries}) == 3
+    assert len({e.digest() for e in entries}) == 4
+
+
+def test_an_ensemble_member_is_fed_floats_in_0_1_whatever_its_file_takes(files):
+    from shallowmimic.data.split import to_float
+
+    unit = to_float(IMAGES)
+    for path, wants in ((files["onnx"], "uint8-nhwc"), (files["script"], "standardized-nchw"),
+                        (files["pt2"], "standardized-nchw")):
+        entry = ExternalTeacher(path=str(path), input=wants)
+        member = load_external(entry, takes="unit-nchw").eval()  # eval() leaves an exported program alone
+        assert (member(unit) - files["want"]).abs().max() < 1e-4, path
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # run in fp32 whatever the study's precision
+            assert (member(unit) - files["want"]).abs().max() < 1e-4, path
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -81,6 +98,10 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line(files, tmp_path):
         check(load_external(script), script, small, 10)
     with pytest.raises(UserError, match=r"gives \(10,\) outputs per image, the data has 4 classes"):
         check(load_external(onnx), onnx, IMAGES, 4)
+    wrong = ExternalTeacher(path=str(files["onnx"]), input="standardized-nchw")
+    with pytest.raises(UserError, match="says input = 'standardized-nchw' but the file takes tensor.uint8.; set "
+                                        "input = 'uint8-nhwc'"):
+        check(load_external(wrong), wrong, IMAGES, 10)
     recorded = onnx.digest()
     files["onnx"].write_bytes(files["onnx"].read_bytes() + b"\0")
     with pytest.raises(UserError, match="changed since its digest was recorded"):
@@ -96,5 +117,8 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line(files, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")
     with pytest.raises(UserError, match="not a TorchScript file"):
         load_external(ExternalTeacher(path=str(tmp_path / "junk.pt")))
+    (tmp_path / "junk.pt2").write_bytes(b"not an archive")
+    with pytest.raises(UserError, match="not a torch.export file"):
+        load_external(ExternalTeacher(path=str(tmp_path / "junk.pt2")))
     with pytest.raises(UserError, match="no such file"):
         ExternalTeacher(path=str(tmp_path / "gone.onnx")).digest()

@@ -4,7 +4,8 @@ import torch
 
 from shallowmimic.core.device import precision
 from shallowmimic.core.errors import UserError
-from shallowmimic.distill.ensemble import Ensemble, select_best
+from shallowmimic.data.split import standardize
+from shallowmimic.distill.ensemble import Ensemble, Standardized, select_best
 from shallowmimic.distill.transfer import TransferBatches, TransferConfig, generate, render
 from shallowmimic.models.layers import build
 from shallowmimic.models.notation import parse_spec
@@ -26,8 +27,8 @@ def tiny_ensemble(classes=4):
     members = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        members.append(build(parse_spec("4c-mp-8fc"), 3, 8, classes).eval())
-    return Ensemble(members).eval()
+        members.append(Standardized(build(parse_spec("4c-mp-8fc"), 3, 8, classes)).eval())
+    return Ensemble(members).eval()  # fed the augmented images in [0, 1], as load_ensemble's
 
 
 @pytest.fixture
@@ -48,14 +49,15 @@ def test_replay_is_bit_identical_and_logits_match(tmp_path, images):
     for e in range(3):
         xs, ys, zs = zip(*batches.epoch(e), strict=True)
         replayed = torch.cat(xs)
-        assert torch.equal(replayed, generated[e])  # the very images the ensemble labelled
+        # the very images the ensemble labelled, standardized as its members standardize them
+        assert torch.equal(replayed, standardize(generated[e]))
         with torch.no_grad():
-            fresh = ens.inner(replayed)
+            fresh = ens.inner(generated[e])
         assert torch.allclose(torch.cat(zs), fresh, atol=2e-3, rtol=1e-3)  # float16 storage
         order = batches.shard(e)["order"].long()
         assert torch.equal(torch.cat(ys), y[order])
     # student epochs beyond the stored ones cycle through them
-    assert torch.equal(torch.cat([b[0] for b in batches.epoch(3)]), generated[0])
+    assert torch.equal(torch.cat([b[0] for b in batches.epoch(3)]), standardize(generated[0]))
 
 
 def test_killed_generation_resumes_to_the_same_checksums(tmp_path, images):

@@ -39,6 +39,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
 def _coerce(tp, value, where):
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and hasattr(tp, "from_text"):  # a short form the class defines
+            return tp.from_text(value)
         return from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]

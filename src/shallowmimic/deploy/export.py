@@ -15,24 +15,27 @@ from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import atomic_path, file_digest, provenance, read_json, write_json
 from shallowmimic.data.split import standardize, to_float
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
-from shallowmimic.distill.ensemble import load_ensemble, read_manifest
+from shallowmimic.distill.ensemble import is_external, load_ensemble, read_manifest
 from shallowmimic.models.checkpoint import BEST
 from shallowmimic.models.result import ModelResult
 from shallowmimic.models.store import MODEL_JSON, load_model
+from shallowmimic.training.logits import weights_of
 
 TOLERANCE = 1e-4  # largest absolute logit difference (fp32) accepted between onnxruntime and PyTorch
 CHECK_IMAGES = 1000
 
 
 class Deployable(torch.nn.Module):
-    """uint8 NHWC images -> float32 logits: what training fed the network, then the network."""
+    """uint8 NHWC images -> float32 logits: what training fed the network, then the network.
+    `standardized=False`: a network that standardizes its input itself (an ensemble's members do)."""
 
-    def __init__(self, net: torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, standardized: bool = True):
         super().__init__()
-        self.net = net
+        self.net, self.standardized = net, standardized
 
     def forward(self, images):
-        return self.net(standardize(to_float(images))).float()
+        x = to_float(images)
+        return self.net(standardize(x) if self.standardized else x).float()
 
 
 def check_request(directory: Path, out: Path | None = None, check_only: bool = False) -> None:
@@ -56,10 +59,17 @@ def load_deployable(directory: Path) -> tuple[Deployable, dict]:
     directory = Path(directory)
     if (directory / ENSEMBLE_MANIFEST).exists():
         m = read_manifest(directory)
+        external = [Path(r["dir"]).name for r in m["members"] if is_external(Path(r["dir"]))]
+        if external:
+            raise UserError(f"an ensemble with external teachers ({', '.join(external)}) cannot be exported as one "
+                            "graph: they run in their own runtimes")
         net = load_ensemble(directory, "cpu")
         meta = {"role": "ensemble", "family": f"ensemble of {m['k']}", "params": m["params"],
                 "loss": "", "test_acc": m["test_acc"], "name": f"ensemble of {m['k']}"}
-    elif (directory / MODEL_JSON).exists():
+        return Deployable(net.float(), standardized=False).eval(), meta
+    if (directory / MODEL_JSON).exists() and is_external(directory):
+        raise UserError(f"{directory}: an external teacher, whose own file is its export")
+    if (directory / MODEL_JSON).exists():
         net, spec = load_model(directory, "cpu")
         test_acc = ModelResult.load(directory).test_acc if ModelResult.exists(directory) else None
         meta = {"role": spec["role"], "family": spec["family"], "params": spec["params"],
@@ -94,10 +104,18 @@ def weights_digest(directory: Path) -> str:
     manifest and every member's weights."""
     directory = Path(directory)
     if (directory / ENSEMBLE_MANIFEST).exists():
-        members = [Path(m["dir"]) / BEST for m in read_manifest(directory)["members"]]
-        parts = [file_digest(directory / ENSEMBLE_MANIFEST), *(file_digest(p) for p in members)]
+        members = [Path(m["dir"]) for m in read_manifest(directory)["members"]]
+        parts = [file_digest(directory / ENSEMBLE_MANIFEST), *(_made_of(d) for d in members)]
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()
-    return file_digest(directory / BEST)
+    return _made_of(directory)
+
+
+def _made_of(directory: Path) -> str:
+    """The digest of a model's best weights (an external teacher's: of its files)."""
+    made_by = weights_of(directory, "fp32")
+    if made_by is None:
+        raise UserError(f"{directory}: has no trained weights ({BEST} missing)")
+    return made_by[0]
 
 
 def stored_check(directory: Path) -> dict | None:

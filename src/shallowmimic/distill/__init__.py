@@ -8,6 +8,7 @@ from shallowmimic.core.lazy import lazy_exports
 
 _EXPORTS = {
     "Ensemble": "ensemble", "build_ensemble": "ensemble", "load_ensemble": "ensemble", "select_best": "ensemble",
+    "load_member": "ensemble",
     "StudentSetting": "students", "train_student": "students",
     "TransferBatches": "transfer", "TransferConfig": "transfer", "generate": "transfer",
 }

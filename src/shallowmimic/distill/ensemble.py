@@ -1,5 +1,9 @@
 """The teacher ensemble: the K best teachers by validation accuracy, averaging their logits
-(before softmax), as in the paper (PROTOCOL section 3)."""
+(before softmax), as in the paper (PROTOCOL section 3).
+
+Its members are fed what the transfer set renders before standardization, float NCHW images in
+[0, 1], and each converts them to its own input: a network trained here standardizes them per
+image (as in its training), an external teacher takes them as its entry states."""
 
 from __future__ import annotations
 
@@ -7,14 +11,17 @@ from pathlib import Path
 
 import torch
 
-from shallowmimic.core.device import precision, takes_compute
+from shallowmimic.core.device import memory_format, precision, takes_compute
 from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import provenance, read_json, write_json
 from shallowmimic.core.layout import ENSEMBLE_JSON, RESULT_JSON
 from shallowmimic.core.stats import encode_correct
-from shallowmimic.data.split import SplitData
+from shallowmimic.data.split import SplitData, standardize, to_float
+from shallowmimic.models.external import FAMILY as EXTERNAL
+from shallowmimic.models.external import ExternalTeacher, load_external
+from shallowmimic.models.layers import TTA, with_tta
 from shallowmimic.models.result import ModelResult
-from shallowmimic.models.store import load_model
+from shallowmimic.models.store import load_model, read_model_json
 from shallowmimic.training.batches import predict_logits
 from shallowmimic.training.logits import stored_logits
 
@@ -42,7 +49,8 @@ def select_best(teachers: list[dict], k: int) -> list[dict]:
 
 
 class Ensemble(torch.nn.Module):
-    """Averages its members' logits. Members are in eval mode; inference only."""
+    """Averages its members' logits on float NCHW images in [0, 1] (`load_member` makes members
+    of that input). Members are in eval mode; inference only."""
 
     def __init__(self, members: list[torch.nn.Module]):
         super().__init__()
@@ -53,14 +61,48 @@ class Ensemble(torch.nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)
 
 
-def load_ensemble(manifest_dir: Path, device) -> Ensemble:
+class Standardized(torch.nn.Module):
+    """A network trained here as an ensemble member: its input standardized per image first."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(standardize(x).contiguous(memory_format=memory_format(x.device)))
+
+
+def is_external(directory: Path) -> bool:
+    return read_model_json(directory).get("family") == EXTERNAL
+
+
+def load_member(directory: Path, device, tta: str | None = None) -> torch.nn.Module:
+    """The teacher in DIRECTORY as a member (float NCHW in [0, 1] -> logits), in eval mode; `tta`
+    replaces its test-time augmentation (None: its own; an external teacher has none of its own)."""
+    meta = read_model_json(directory)
+    if meta.get("family") == EXTERNAL:
+        member = load_external(ExternalTeacher(**meta["entry"]), recorded=meta["digest"], device=device,
+                               takes="unit-nchw")
+        return (TTA(member, tta) if tta and tta != "none" else member).eval()
+    net = load_model(Path(directory), device)[0]
+    return Standardized(with_tta(net, tta) if tta else net).eval()
+
+
+def load_ensemble(manifest_dir: Path, device, tta: str | None = None) -> Ensemble:
     manifest = read_manifest(manifest_dir)
-    members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
-    return Ensemble(members).eval()
+    return Ensemble([load_member(Path(m["dir"]), device, tta) for m in manifest["members"]]).eval()
 
 
 def read_manifest(directory: Path) -> dict:
     return read_json(Path(directory) / MANIFEST, "not an ensemble directory")
+
+
+def _logits(directory: Path, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    """A teacher's float32 logits on uint8 NHWC images, as its job computed them."""
+    if not is_external(directory):
+        return predict_logits(load_model(directory, device)[0], images, batch_size)
+    member = load_member(directory, device)
+    return torch.cat([member(to_float(images[i : i + batch_size])).cpu() for i in range(0, len(images), batch_size)])
 
 
 @takes_compute
@@ -79,8 +121,7 @@ def build_ensemble(teachers: list[dict], k: int, data: SplitData, out: Path, dev
         # the teacher job stored these; a member is run again only where they do not match
         logits = [stored_logits(d, part, x, precision(device)) for part, x in zip(("val", "test"), parts, strict=True)]
         if any(lg is None for lg in logits):
-            model, _ = load_model(d, device)
-            logits = [predict_logits(model, x, batch_size) if lg is None else lg
+            logits = [_logits(d, x, device, batch_size) if lg is None else lg
                       for lg, x in zip(logits, parts, strict=True)]
         val_logits.append(logits[0])
         test_logits.append(logits[1])

@@ -109,7 +109,8 @@ def generate(ensemble: Callable[[torch.Tensor], torch.Tensor], train_images: tor
     (recorded in every shard and the manifest). `only` makes just those stored epochs and no
     manifest (workers label epochs in parallel; a last call without it writes the manifest).
     `batch_size`: the ensemble's inference batch. `stop_after` (tests) simulates a kill.
-    (`cfg.tta` is the caller's: `ensemble` is the ensemble with it applied.)"""
+    `ensemble` takes the augmented images as float NCHW in [0, 1] (as `load_ensemble`'s does);
+    `cfg.tta` is the caller's: `ensemble` is the ensemble with it applied."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split_n, size = len(train_images), train_images.shape[1]
@@ -152,11 +153,11 @@ def _label_epoch(ensemble, train_images: torch.Tensor, cfg: TransferConfig, out:
     logits, rendered = [], []
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size].to(device)
-        x = render(train_images[idx], record[i : i + batch_size])
+        x = apply(to_float(train_images[idx]), record[i : i + batch_size])  # each member standardizes it
         with autocast(device):
             logits.append(ensemble(x).float().cpu())
         if cfg.materialize:
-            rendered.append(_to_uint8(apply(to_float(train_images[idx]), record[i : i + batch_size])))
+            rendered.append(_to_uint8(x))
     tensors = {"order": order.to(torch.int32), "hsv": record.hsv, "geom": record.geom,
                "logits": torch.cat(logits).to(torch.float16)}
     if cfg.materialize:

@@ -19,6 +19,7 @@ _EXPORTS = {
     "get_teacher": "teachers", "teacher_spec": "teachers", "Solved": "solve", "solve_student": "solve",
     "inference_flops_per_image": "flops", "train_flops_per_image": "flops",
     "SAMPLERS": "spaces", "TEACHER_SPACE": "spaces", "student_space": "spaces",
+    "ExternalTeacher": "external", "load_external": "external",
     "ModelSpec": "store", "load_model": "store", "save_model_spec": "store", "ModelResult": "result",
 }
 __all__ = sorted(_EXPORTS)

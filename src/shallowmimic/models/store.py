@@ -60,6 +60,7 @@ def read_model_json(directory: Path) -> dict:
 
 def load_model(directory: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved model with its best-by-validation weights."""
+    directory = Path(directory)
     meta = read_model_json(directory)
     fields = {f.name for f in dataclasses.fields(ModelSpec)}
     spec = from_dict(ModelSpec, {k: v for k, v in meta.items() if k in fields}, str(directory / MODEL_JSON))

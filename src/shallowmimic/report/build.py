@@ -10,6 +10,7 @@ from shallowmimic.core.files import atomic_path, provenance
 from shallowmimic.core.stats import bootstrap_diff, decode_correct
 from shallowmimic.deploy.inference import read_inference
 from shallowmimic.models.budget import format_budget
+from shallowmimic.models.external import FAMILY as EXTERNAL
 from shallowmimic.models.students import STUDENTS
 from shallowmimic.report import paper
 from shallowmimic.report.curves import section as curves_section
@@ -89,7 +90,9 @@ def _findings_section(findings) -> list[str]:
 
 
 def _teachers_section(teachers: list[dict], ensemble: dict | None) -> list[str]:
-    t_rows = [[r["spec"], f"{r['params']:,}", _pct(r["val_acc"]), _pct(r["test_acc"]), str(r["epochs"])]
+    external = lambda r: r.get("family") == EXTERNAL  # noqa: E731
+    t_rows = [[r["spec"] + (" (external)" if external(r) else ""), f"{r['params']:,}", _pct(r["val_acc"]),
+               _pct(r["test_acc"]), "" if external(r) else str(r["epochs"])]
               for r in sorted(teachers, key=lambda r: -r["val_acc"])]
     if ensemble:
         t_rows.append([f"**ensemble of {ensemble['k']}** (of {ensemble['candidates']})", f"{ensemble['params']:,}",

@@ -14,6 +14,7 @@ from shallowmimic.data.folders import ImagesConfig
 from shallowmimic.data.split import SplitConfig
 from shallowmimic.distill.transfer import TransferConfig
 from shallowmimic.models.budget import parse_budget
+from shallowmimic.models.external import ExternalTeacher
 from shallowmimic.models.layers import TTA_MODES
 from shallowmimic.models.solve import solve_student
 from shallowmimic.models.spaces import SAMPLERS
@@ -34,6 +35,10 @@ class TeachersConfig:
     schedule: str = ""
     label_smoothing: float = -1.0  # < 0: the variant's
     seed: int = 0  # teacher i uses seed + i
+    # Teachers this study does not train: "file.onnx" / "file.pt", or tables {path = ..., input =
+    # ...} / {factory = "pkg.mod:fn", weights = "w.safetensors", input = ...}; they join the trained
+    # ones as candidates for the ensemble.
+    external: tuple[ExternalTeacher, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,8 @@ class StudyConfig:
             raise UserError(f"inference.runs must be at least 100 and inference.batch at least 1, got "
                             f"{self.inference.runs} and {self.inference.batch}")
         t, tr, st, se = self.teachers, self.transfer, self.students, self.search
-        for where, value, low in (("teachers.count", t.count, 1), ("teachers.epochs", t.epochs, 1),
+        for where, value, low in (("teachers.count", t.count, 0 if t.external else 1),
+                                  ("teachers.epochs", t.epochs, 1),
                                   ("teachers.batch_size", t.batch_size, 0),
                                   ("transfer.epochs", tr.epochs, 1), ("transfer.images", tr.images, 0),
                                   ("students.repeats", st.repeats, 1), ("students.epochs", st.epochs, 1),
@@ -197,10 +203,11 @@ class StudyConfig:
                                   ("search.heartbeat", se.heartbeat, 1)):
             if value < low:
                 raise UserError(f"{where} must be at least {low}, got {value}")
-        pool = self.search.teacher_trials or self.teachers.count
+        pool = (self.search.teacher_trials or self.teachers.count) + len(self.teachers.external)
         if not 1 <= self.ensemble.k <= pool:
             raise UserError(f"ensemble.k = {self.ensemble.k} must be between 1 and the number of teachers "
-                            f"({pool}: teachers.count, or search.teacher_trials when searching)")
+                            f"({pool}: teachers.count, or search.teacher_trials when searching, plus "
+                            "teachers.external)")
         if not self.students.kd_temperature > 0 or not 0 <= self.students.kd_alpha <= 1:
             raise UserError(f"students.kd_temperature must be positive and students.kd_alpha in [0, 1], got "
                             f"{self.students.kd_temperature} and {self.students.kd_alpha}")
@@ -267,6 +274,9 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if not search.teacher_trials:
         out.append(f"no teacher search: {t.count} teachers with fixed settings, {t.epochs} epochs each "
                    "(paper: 129 searched teachers)")
+    if t.external:
+        out.append(f"{len(t.external)} external teacher(s) ({', '.join(Path(e.name).name for e in t.external)}) "
+                   "join the candidates for the ensemble, not trained by this study under the paper's protocol")
     if cfg.ensemble.k != 16:
         out.append(f"the ensemble has {cfg.ensemble.k} teachers (paper: 16)")
     if cfg.data.train_limit or cfg.data.val_limit:

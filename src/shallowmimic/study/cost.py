@@ -312,6 +312,10 @@ def _teacher_costs(t, jobs: list, shape: Shape) -> tuple[list[JobCost], list[Mod
     members: list[ModelSpec] = []
     models: list[tuple[str, object, float, Path]] = []
     for job in jobs:
+        if job.stage == "external":  # its own file: nothing here can count what it computes
+            costs.append(_marked(JobCost("teachers", job.name, note="external teacher: its FLOPs (evaluation, "
+                                         "labelling) are not counted"), job.markers()))
+            continue
         if job.stage == "search":  # paper teachers, counted at the middle of the search space
             mspec = teacher_spec({"variant": "paper"}, shape, "paper")
             n = job.params["trials"]

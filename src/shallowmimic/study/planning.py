@@ -63,6 +63,7 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
              "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "seed": t.seed + i,
              **({"label_smoothing": t.label_smoothing} if t.label_smoothing >= 0 else {})}
         teachers.append(Job.at(out, "teacher", f"teacher {i}", f"teachers/t{i:02d}-{config_hash(p)}", p))
+    teachers += external_jobs(cfg, out, data_id)
     ens_p = {"k": cfg.ensemble.k, "teachers": [j.dir.name for j in teachers]}
     ensemble = Job.at(out, "ensemble", f"ensemble of {cfg.ensemble.k}", f"ensemble/{config_hash(ens_p)}", ens_p,
                       ENSEMBLE_MANIFEST)
@@ -92,6 +93,17 @@ def plan(cfg: StudyConfig, out: Path, data_id: dict) -> dict[str, list[Job]]:
             students.append(Job.at(out, "student", name, f"students/{name}-{config_hash(p)}", p))
     return {"teachers": teachers, "ensemble": [ensemble], "transfer": [transfer], "students": students}
 
+
+def external_jobs(cfg: StudyConfig, out: Path, data_id: dict) -> list[Job]:
+    """One job per external teacher: its evaluation on the split. Its key is its place in the
+    list, its input convention and the data, not its file's digest: a file that changes under a
+    study is then an error (the digest recorded at the job), not a silent new teacher."""
+    jobs = []
+    for i, entry in enumerate(cfg.teachers.external):
+        p = {"data": data_id, "external": i, "input": entry.input}
+        jobs.append(Job.at(out, "external", f"external teacher {i} ({Path(entry.name).name})",
+                           f"teachers/x{i:02d}-{config_hash(p)}", {**p, "entry": asdict(entry)}))
+    return jobs
 
 
 def largest_first(students: list[Job], size: int, classes: int) -> list[Job]:

@@ -194,7 +194,7 @@ def cost_of(cfg: StudyConfig, out: Path, jobs: dict[str, list[Job]], ds, device,
         return costs
     # calibrated on the study's own models: a search on the middle of its space
     teachers = [teacher_spec(j.params if j.stage == "teacher" else {"variant": "paper"}, shape, cfg.teachers.variant)
-                for j in jobs["teachers"]]
+                for j in jobs["teachers"] if j.stage != "external"]
     students = [StudentSetting.from_params(j.params) if j.stage == "student" else
                 StudentSetting(j.params["family"], j.params["budget"], j.params["loss"]) for j in jobs["students"]]
     student = max((s.model_spec(shape.size, shape.classes) for s in students), key=train_flops, default=None)

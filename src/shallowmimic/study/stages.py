@@ -21,18 +21,19 @@ from shallowmimic.data.split import SplitData
 from shallowmimic.deploy.inference import CSV_NAME as INFERENCE_CSV
 from shallowmimic.deploy.inference import Export, measure_study
 from shallowmimic.distill.ensemble import MANIFEST as ENSEMBLE_MANIFEST
-from shallowmimic.distill.ensemble import Ensemble
+from shallowmimic.distill.ensemble import is_external, load_ensemble
 from shallowmimic.distill.students import StudentSetting, add_test_accuracy, train_student
 from shallowmimic.distill.transfer import generate, shard_name
 from shallowmimic.models.checkpoint import BEST, BEST_PENDING, CHECKPOINT, SIDECAR
-from shallowmimic.models.layers import with_tta
+from shallowmimic.models.external import ExternalTeacher
 from shallowmimic.models.result import ModelResult
-from shallowmimic.models.store import load_model
+from shallowmimic.models.store import MODEL_JSON
 from shallowmimic.report.results import TOP
 from shallowmimic.search.jobs import JobQueue
 from shallowmimic.study.config import StudyConfig
 from shallowmimic.study.planning import FAILED, Job, largest_first
 from shallowmimic.study.tuning import SearchConfig, study_summary, tune_students, tune_teachers
+from shallowmimic.training.external import evaluate_external, verify_external
 from shallowmimic.training.loop import Diverged, TrainConfig
 from shallowmimic.training.teachers import teacher_config, train_teacher
 
@@ -64,17 +65,13 @@ def _search_config(cfg: StudyConfig, trials: int) -> SearchConfig:
 
 
 def teachers_stage(ctx: StudyContext, jobs: list[Job]) -> list[Path]:
-    """Train the fixed teachers, or run the teacher study; return the teachers' directories."""
+    """Train the fixed teachers (or run the teacher study) and evaluate the external ones;
+    return the teachers' directories."""
+    external = [j for j in jobs if j.stage == "external"]
+    ctx.queue.share([j for j in external if not _verified(j)], lambda job: _evaluate_external(ctx, job))
+    jobs = [j for j in jobs if j.stage != "external"]
     if jobs and jobs[0].stage == "search":
-        job = jobs[0]
-        if not job.done():
-            ctx.echo(f"teacher search: {ctx.cfg.search.teacher_trials} trials ({ctx.cfg.search.sampler} sampler)")
-            study = tune_teachers(ctx.ds, ctx.out, _search_config(ctx.cfg, ctx.cfg.search.teacher_trials),
-                                  ctx.cfg.teachers.epochs, ctx.device, ctx.cfg.data, progress=ctx.progress,
-                                  log=ctx.echo, name=job.dir.name, data=ctx.data)
-            write_json(job.dir / SEARCH_JSON, {**study_summary(study), "role": "teacher"})
-        summary = read_json(job.dir / SEARCH_JSON, "unfinished study")
-        return [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
+        return _teacher_search(ctx, jobs[0]) + [j.dir for j in external]
 
     def train(job: Job) -> None:
         ctx.echo(f"{job.name}: training")
@@ -94,7 +91,33 @@ def teachers_stage(ctx: StudyContext, jobs: list[Job]) -> list[Path]:
                             "or teachers.variant and run again") from e
 
     ctx.queue.share(jobs, train)
-    return [j.dir for j in jobs]
+    return [j.dir for j in jobs + external]
+
+
+def _teacher_search(ctx: StudyContext, job: Job) -> list[Path]:
+    if not job.done():
+        ctx.echo(f"teacher search: {ctx.cfg.search.teacher_trials} trials ({ctx.cfg.search.sampler} sampler)")
+        study = tune_teachers(ctx.ds, ctx.out, _search_config(ctx.cfg, ctx.cfg.search.teacher_trials),
+                              ctx.cfg.teachers.epochs, ctx.device, ctx.cfg.data, progress=ctx.progress,
+                              log=ctx.echo, name=job.dir.name, data=ctx.data)
+        write_json(job.dir / SEARCH_JSON, {**study_summary(study), "role": "teacher"})
+    summary = read_json(job.dir / SEARCH_JSON, "unfinished study")
+    return [Path(t["dir"]) for t in summary["trials"] if t["state"] == "COMPLETE"]
+
+
+def _verified(job: Job) -> bool:
+    """Whether an external teacher's job is done, its file(s) the ones it recorded (else a
+    one-line error: the ensemble would change under the study)."""
+    if job.done():
+        verify_external(ExternalTeacher(**job.params["entry"]), job.dir)
+    return job.done()
+
+
+def _evaluate_external(ctx: StudyContext, job: Job) -> None:
+    entry = ExternalTeacher(**job.params["entry"])
+    ctx.echo(f"{job.name}: evaluating {entry.name}")
+    r = evaluate_external(entry, ctx.data, job.dir, ctx.ds.num_classes, ctx.device, ctx.cfg.data, ctx.ds.source)
+    ctx.echo(f"  {r.params:,} parameters, val {100 * r.val_acc:.2f}%, test {100 * r.test_acc:.2f}%")
 
 
 @dataclass(frozen=True)
@@ -124,14 +147,12 @@ def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -
     """Label every stored epoch (each by one worker), then write the manifest of shard digests."""
     tcfg = ctx.cfg.transfer
     source = {"ensemble": str(ens_dir), "split_fingerprint": ctx.data.fingerprint, "tta": ctx.cfg.transfer.tta}
-    loaded: list[Ensemble] = []
+    loaded: list = []
 
-    def ensemble() -> Ensemble:  # loaded once per worker, and only by a worker that labels
+    def ensemble():  # loaded once per worker, and only by a worker that labels
         if not loaded:
-            members = [load_model(Path(m["dir"]), ctx.device)[0] for m in manifest["members"]]
-            if ctx.cfg.transfer.tta != "model":
-                members = [with_tta(m, ctx.cfg.transfer.tta) for m in members]
-            loaded.append(Ensemble(members).eval())
+            tta = None if ctx.cfg.transfer.tta == "model" else ctx.cfg.transfer.tta
+            loaded.append(load_ensemble(ens_dir, ctx.device, tta))
         return loaded[0]
 
     shards = [] if job.done() else [Shard(f"{job.key}/{shard_name(e)}", job.dir / shard_name(e), e)
@@ -229,6 +250,10 @@ def inference_stage(ctx: StudyContext, dirs: list[Path]) -> dict:
     def measure(job: Job) -> None:
         failed = {d: Export(d).failure() for d in models}
         notes = [f"Inference cost not measured for {d}: {e}" for d, e in failed.items() if e]
+        external = [Path(d).name for d in dirs if (Path(d) / MODEL_JSON).exists() and is_external(Path(d))]
+        if external:
+            notes.append(f"External teachers are not exported or timed here ({', '.join(external)}): "
+                         "their own files are their exports.")
         rows = measure_study([d for d in models if not failed[d]], ctx.ds.x_test, ctx.ds.y_test, path,
                              progress=ctx.progress,
                              runs=ctx.cfg.inference.runs, batch=ctx.cfg.inference.batch, reuse_export=True,
@@ -247,8 +272,8 @@ def reported_models(dirs: list[Path]) -> list[Path]:
     for d in map(Path, dirs):
         if (d / ENSEMBLE_MANIFEST).exists():
             keep.append(d)
-        elif ModelResult.exists(d) and ModelResult.load(d).test_acc is not None:
-            keep.append(d)
+        elif ModelResult.exists(d) and ModelResult.load(d).test_acc is not None and not is_external(d):
+            keep.append(d)  # an external teacher's file is its own export, in its own runtime
     return keep
 
 

@@ -14,7 +14,7 @@ _EXPORTS = {
     "default_grad_clip": "losses",
     "SCHEDULES": "schedule", "scheduled_lr": "schedule",
     "teacher_config": "teachers", "read_curves": "curves", "write_curves": "curves",
-    "train_teacher": "teachers",
+    "train_teacher": "teachers", "evaluate_external": "external",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -4,8 +4,8 @@ without running its members again (with several workers that pass ran on one wor
 the others waited).
 
 Each stored part names the images it was computed on and the weights that computed it (their
-digests); a part that does not match both is ignored and computed afresh, so a stale or
-foreign file can cost time but never change a number.
+digests: `best.safetensors`, or an external teacher's files); a part that does not match both is
+ignored and computed afresh, so a stale or foreign file can cost time but never change a number.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import atomic_path, file_digest
 from shallowmimic.models.checkpoint import BEST
+from shallowmimic.models.external import FAMILY as EXTERNAL
+from shallowmimic.models.external import ExternalTeacher
+from shallowmimic.models.store import MODEL_JSON
 
 LOGITS = "logits.safetensors"
 
@@ -32,12 +36,29 @@ def images_digest(images: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def weights_of(directory: Path, precision: str) -> tuple[str, str] | None:
+    """(digest of what computes the logits, precision they are computed at) of the model in
+    DIRECTORY: its best weights at `precision`, or an external teacher's files, always run in
+    fp32; None when there is nothing to compute them (an untrained or missing model)."""
+    directory = Path(directory)
+    if (directory / BEST).exists():
+        return file_digest(directory / BEST), precision
+    try:
+        meta = json.loads((directory / MODEL_JSON).read_text())
+        if meta.get("family") == EXTERNAL:
+            return ExternalTeacher(**meta["entry"]).digest(), "fp32"
+    except (OSError, ValueError, TypeError, KeyError, UserError):
+        pass  # unreadable, or its file gone: nothing stored can be vouched for
+    return None
+
+
 def store_logits(directory: Path, parts: dict[str, tuple[torch.Tensor, torch.Tensor]], precision: str) -> None:
-    """Write `{part: (images, logits)}` for the weights now in DIRECTORY/best.safetensors,
-    computed at `precision` (fp32 or bf16 autocast)."""
+    """Write `{part: (images, logits)}` for the model now in DIRECTORY (its best.safetensors, or
+    its external teacher's files), computed at `precision` (fp32 or bf16 autocast)."""
     directory = Path(directory)
     keys = {name: {"images": images_digest(images), "rows": len(logits)} for name, (images, logits) in parts.items()}
-    meta = {"weights": file_digest(directory / BEST), "precision": precision, "parts": json.dumps(keys)}
+    weights, precision = weights_of(directory, precision)
+    meta = {"weights": weights, "precision": precision, "parts": json.dumps(keys)}
     with atomic_path(directory / LOGITS) as tmp:
         save_file({name: logits.float().cpu().contiguous() for name, (_, logits) in parts.items()}, str(tmp), meta)
 
@@ -47,14 +68,14 @@ def stored_logits(directory: Path, part: str, images: torch.Tensor, precision: s
     directory's current weights at this precision; None otherwise (no file, another split,
     retrained weights, another precision)."""
     path = Path(directory) / LOGITS
-    if not path.exists() or not (Path(directory) / BEST).exists():
+    made_by = weights_of(directory, precision)
+    if not path.exists() or made_by is None:
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = json.loads(meta.get("parts", "{}"))
-            if part not in keys or meta.get("precision") != precision or \
-                    meta.get("weights") != file_digest(Path(directory) / BEST):
+            if part not in keys or (meta.get("weights"), meta.get("precision")) != made_by:
                 return None
             if keys[part].get("images") != images_digest(images):
                 return None
