@@ -19,12 +19,10 @@ from shallowmimic.core.device import configure_threads, machine_reference, resol
 from shallowmimic.core.files import read_json
 from shallowmimic.data.sources import load_dataset
 from shallowmimic.data.split import split_tensors
-from shallowmimic.distill.ensemble import Ensemble, read_manifest
+from shallowmimic.distill.ensemble import load_ensemble
 from shallowmimic.distill.students import StudentSetting, train_student
 from shallowmimic.distill.transfer import TransferConfig, generate
 from shallowmimic.models.budget import parse_budget
-from shallowmimic.models.layers import with_tta
-from shallowmimic.models.store import load_model
 from shallowmimic.study.config import StudyConfig
 from shallowmimic.study.planning import student_train_config
 
@@ -47,14 +45,12 @@ def main() -> None:
     ds = load_dataset(Path(args.data))
     data = split_tensors(ds, cfg.data, device)
     ens_dir = next(p for p in (Path(args.run) / "ensemble").iterdir() if p.is_dir())
-    manifest = read_manifest(ens_dir)
     print(f"machine reference: {machine_reference(device):,.0f} GFLOP/s; ensemble {ens_dir}", flush=True)
-    members = [load_model(Path(m["dir"]), device)[0] for m in manifest["members"]]
     tr = cfg.transfer
     for mode in args.modes.split(","):
         out = Path(args.out) / f"{Path(args.run).name}-tta-{mode}"
         t0 = time.perf_counter()
-        generate(Ensemble([with_tta(m, mode) for m in members]).eval(), data.x_train,
+        generate(load_ensemble(ens_dir, device, mode, cfg.teachers.external), data.x_train,
                  TransferConfig(epochs=tr.epochs, seed=tr.seed, images=tr.images), out / "transfer",
                  {"ensemble": str(ens_dir), "split_fingerprint": data.fingerprint, "tta": mode}, progress=False)
         label_s = time.perf_counter() - t0

@@ -273,7 +273,9 @@ def test_external_teachers_are_strings_or_tables_and_print_back_the_same(tmp_pat
     ('teachers.external=[{path = "a.onnx", size = 32}]', r"teachers.external: unknown key\(s\) size"),
     ('teachers.external=["a.h5"]', "not an ONNX"),
     ('teachers.external=[3]', "teachers.external: expected a table"),
-    ("teachers.count=0", "teachers.count must be at least 1"),
+    ('teachers.external=["a.pt", {path = "./a.pt", input = "standardized-nchw"}]',
+     r"lists a teacher more than once \(a.pt, ./a.pt\)"),
+    ("teachers.count=0", r"teachers.count must be at least 1 \(0 only with teachers.external\)"),
 ])
 def test_a_bad_external_teacher_entry_is_refused_when_loaded(override, message):
     with pytest.raises(UserError, match=message):

@@ -2,6 +2,8 @@
 a Python factory with safetensors weights give the logits of the model they came from, and each
 bad input is a one-line error."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,9 @@ def test_an_ensemble_member_is_fed_floats_in_0_1_whatever_its_file_takes(files):
     (lambda f: ExternalTeacher(path=str(f["onnx"]).replace(".onnx", ".h5")), "not an ONNX"),
     (lambda f: ExternalTeacher(), "not neither"),
     (lambda f: ExternalTeacher(factory="tests.test_external:tiny_net"), "weights = a .safetensors"),
+    (lambda f: ExternalTeacher(factory=":tiny_net", weights=str(f["weights"])), "is 'package.module:function'"),
+    (lambda f: ExternalTeacher(factory="tests.test_external:", weights=str(f["weights"])), "package.module:func"),
+    (lambda f: ExternalTeacher(path=str(f["onnx"]), weights=str(f["weights"])), "goes with a factory"),
 ])
 def test_a_bad_entry_is_refused_where_it_is_written(files, bad, message):
     with pytest.raises(UserError, match=message):
@@ -91,11 +96,12 @@ def test_a_bad_entry_is_refused_where_it_is_written(files, bad, message):
 def test_a_teacher_that_does_not_fit_the_data_is_one_line(files, tmp_path):
     onnx = ExternalTeacher(path=str(files["onnx"]), input="uint8-nhwc")
     small = IMAGES[:, :16, :16]
-    with pytest.raises(UserError, match="expects 32x32 images, the data's are 16x16"):
+    with pytest.raises(UserError, match=r"takes input of shape \[.*, 32, 32, 3\], but the data's images are 16x16x3"):
         check(load_external(onnx), onnx, small, 10)
-    script = ExternalTeacher(path=str(files["script"]))
-    with pytest.raises(UserError, match="cannot run on 16x16 images"):
-        check(load_external(script), script, small, 10)
+    for traced in (files["script"], files["pt2"]):  # a shape guard of torch.export is an AssertionError
+        entry = ExternalTeacher(path=str(traced))
+        with pytest.raises(UserError, match="cannot run on 16x16 images"):
+            check(load_external(entry), entry, small, 10)
     with pytest.raises(UserError, match=r"gives \(10,\) outputs per image, the data has 4 classes"):
         check(load_external(onnx), onnx, IMAGES, 4)
     wrong = ExternalTeacher(path=str(files["onnx"]), input="standardized-nchw")
@@ -114,6 +120,16 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line(files, tmp_path):
                                       weights=str(tmp_path / "junk.safetensors")))
     with pytest.raises(UserError, match="cannot import it"):
         load_external(ExternalTeacher(factory="tests.nowhere:net", weights=str(files["weights"])))
+    for source, error in (("raise RuntimeError('no GPU here')", "RuntimeError: no GPU here"),
+                          ("def net(:", "SyntaxError")):  # the user's module fails as it is imported
+        (tmp_path / "users_teacher.py").write_text(source + "\n")
+        sys.path.insert(0, str(tmp_path))
+        try:
+            with pytest.raises(UserError, match=f"cannot import it .{error}"):
+                load_external(ExternalTeacher(factory="users_teacher:net", weights=str(files["weights"])))
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop("users_teacher", None)
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")
     with pytest.raises(UserError, match="not a TorchScript file"):
         load_external(ExternalTeacher(path=str(tmp_path / "junk.pt")))
@@ -122,3 +138,47 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line(files, tmp_path):
         load_external(ExternalTeacher(path=str(tmp_path / "junk.pt2")))
     with pytest.raises(UserError, match="no such file"):
         ExternalTeacher(path=str(tmp_path / "gone.onnx")).digest()
+
+
+class _Wrapped(torch.nn.Module):
+    """A teacher wrapped with its own input statistics, held as plain tensors (torch.export makes
+    them constants of the program, not buffers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.mean = torch.nn.Linear(3, 10), torch.tensor([0.5, 0.4, 0.3])
+
+    def forward(self, x):
+        return self.lin(x.mean((2, 3)) - self.mean)
+
+
+def test_a_torch_export_teacher_moves_with_its_constants(tmp_path):
+    path = tmp_path / "wrapped.pt2"
+    torch.export.save(torch.export.export(_Wrapped().eval(), (torch.rand(2, 3, 32, 32),)), str(path))
+    # the meta device stands in for a GPU: a constant left on the CPU fails the same way there
+    program = load_external(ExternalTeacher(path=str(path)), device="meta").run  # (autocast refuses meta)
+    assert program(torch.rand(2, 3, 32, 32, device="meta")).shape == (2, 10)
+
+
+def test_a_node_that_mounts_the_file_elsewhere_loads_it_from_its_own_entry(files, tmp_path):
+    import shutil
+
+    from shallowmimic.data.split import SplitData
+    from shallowmimic.distill.ensemble import build_ensemble, find_teachers, load_ensemble
+    from shallowmimic.training.external import evaluate_external
+
+    y = torch.arange(16) % 10
+    data = SplitData(IMAGES, y, IMAGES[:8], y[:8], IMAGES[8:], y[8:], fingerprint="f")
+    entry = ExternalTeacher(path=str(files["script"]))
+    evaluate_external(entry, data, tmp_path / "study" / "x00", 10, torch.device("cpu"))
+    build_ensemble(find_teachers([tmp_path / "study"]), 1, data, tmp_path / "ens", "cpu")
+    elsewhere = tmp_path / "other-mount" / "teacher.pt"  # what model.json names is not there
+    elsewhere.parent.mkdir()
+    shutil.move(files["script"], elsewhere)
+    with pytest.raises(UserError, match="no such file"):
+        load_ensemble(tmp_path / "ens", "cpu")
+    ensemble = load_ensemble(tmp_path / "ens", "cpu", external=(ExternalTeacher(path=str(elsewhere)),))
+    assert (ensemble(to_float(IMAGES)) - files["want"]).abs().max() < 1e-4
+    # its stored logits are still its own (they name the digest it ran with, not a path)
+    again = build_ensemble(find_teachers([tmp_path / "study"]), 1, data, tmp_path / "ens2", "cpu")
+    assert again["val_acc"] == float((files["want"][:8].argmax(1) == y[:8]).float().mean())

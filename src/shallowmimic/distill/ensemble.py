@@ -76,21 +76,29 @@ def is_external(directory: Path) -> bool:
     return read_model_json(directory).get("family") == EXTERNAL
 
 
-def load_member(directory: Path, device, tta: str | None = None) -> torch.nn.Module:
+def load_member(directory: Path, device, tta: str | None = None,
+                external: dict[str, ExternalTeacher] | None = None) -> torch.nn.Module:
     """The teacher in DIRECTORY as a member (float NCHW in [0, 1] -> logits), in eval mode; `tta`
-    replaces its test-time augmentation (None: its own; an external teacher has none of its own)."""
+    replaces its test-time augmentation (None: its own; an external teacher has none of its own).
+    `external`: entries by digest, where this process finds an external teacher's file (its
+    model.json names where the last process to check it found it: another node may mount it
+    elsewhere)."""
     meta = read_model_json(directory)
     if meta.get("family") == EXTERNAL:
-        member = load_external(ExternalTeacher(**meta["entry"]), recorded=meta["digest"], device=device,
-                               takes="unit-nchw")
+        entry = (external or {}).get(meta["digest"]) or ExternalTeacher(**meta["entry"])
+        member = load_external(entry, recorded=meta["digest"], device=device, takes="unit-nchw")
         return (TTA(member, tta) if tta and tta != "none" else member).eval()
     net = load_model(Path(directory), device)[0]
     return Standardized(with_tta(net, tta) if tta else net).eval()
 
 
-def load_ensemble(manifest_dir: Path, device, tta: str | None = None) -> Ensemble:
+def load_ensemble(manifest_dir: Path, device, tta: str | None = None,
+                  external: tuple[ExternalTeacher, ...] = ()) -> Ensemble:
+    """The ensemble of MANIFEST_DIR; `external`: the study's external teachers as this process
+    finds them (see `load_member`)."""
     manifest = read_manifest(manifest_dir)
-    return Ensemble([load_member(Path(m["dir"]), device, tta) for m in manifest["members"]]).eval()
+    places = {entry.digest(): entry for entry in external}
+    return Ensemble([load_member(Path(m["dir"]), device, tta, places) for m in manifest["members"]]).eval()
 
 
 def read_manifest(directory: Path) -> dict:

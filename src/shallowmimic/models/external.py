@@ -50,9 +50,12 @@ class ExternalTeacher:
         if bool(self.path) == bool(self.factory):
             raise UserError("an external teacher is a file (path = ...) or a factory (factory = ..., weights = ...), "
                             f"not {'both' if self.path else 'neither'}")
-        if self.factory and (":" not in self.factory or not self.weights):
+        module, _, function = self.factory.partition(":")
+        if self.factory and not (module and function and self.weights):
             raise UserError(f"external teacher {self.factory!r}: a factory is 'package.module:function' with "
                             "weights = a .safetensors file")
+        if self.path and self.weights:
+            raise UserError(f"external teacher {self.path}: weights = ... goes with a factory; a file holds its own")
         if self.path and not self.path.lower().endswith(ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES + EXPORT_SUFFIXES):
             raise UserError(f"external teacher {self.path}: not an ONNX ({', '.join(ONNX_SUFFIXES)}), TorchScript "
                             f"({', '.join(TORCHSCRIPT_SUFFIXES)}) or torch.export ({', '.join(EXPORT_SUFFIXES)}) file")
@@ -144,8 +147,9 @@ def _from_factory(entry: ExternalTeacher, device) -> torch.nn.Module:
     module, _, function = entry.factory.partition(":")
     try:
         make = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"external teacher {entry.factory}: cannot import it ({e})") from None
+    except Exception as e:  # the user's module: a missing name, or whatever its import raises
+        raise UserError(f"external teacher {entry.factory}: cannot import it ({type(e).__name__}: {e}); "
+                        "its module must be installed or on PYTHONPATH") from None
     from safetensors import SafetensorError
 
     try:
@@ -167,7 +171,10 @@ def _from_export(path: Path, device) -> torch.nn.Module:
         program = torch.export.load(str(path))
     except Exception as e:  # a damaged or foreign archive: torch raises several kinds
         raise UserError(f"external teacher {path}: not a torch.export file ({str(e).splitlines()[0][:200]})") from None
-    return program.module().to(device)
+    from torch.export.passes import move_to_device_pass
+
+    # moves the program's constants too (a wrapped mean and std), which .to(device) leaves behind
+    return move_to_device_pass(program, torch.device(device)).module()
 
 
 def _from_onnx(path: Path):
@@ -177,6 +184,7 @@ def _from_onnx(path: Path):
         raise UserError("an ONNX teacher needs onnxruntime: pip install onnxruntime") from None
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = torch.get_num_threads()  # the worker's share, not every core
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a broken file
@@ -217,13 +225,16 @@ def check(model: ExternalModel, entry: ExternalTeacher, images: torch.Tensor, cl
                         f"takes {wanted}; set input = {other!r} in its entry")
     shape = getattr(model.run, "input_shape", None)
     if shape and len(shape) == 4:
-        spatial = [d for d in (shape[1:3] if entry.input == "uint8-nhwc" else shape[2:4]) if isinstance(d, int)]
-        if spatial and spatial != [size] * len(spatial):
-            raise UserError(f"external teacher {entry.name}: expects {'x'.join(map(str, spatial))} images, "
-                            f"the data's are {size}x{size}")
+        given = [size, size, 3] if entry.input == "uint8-nhwc" else [3, size, size]
+        if any(isinstance(d, int) and d != g for d, g in zip(shape[1:], given, strict=True)):
+            layout = "NHWC" if entry.input == "uint8-nhwc" else "NCHW"
+            raise UserError(f"external teacher {entry.name}: takes input of shape {list(shape)}, but the data's "
+                            f"images are {'x'.join(map(str, given))} ({layout}, as input = {entry.input!r} says)")
     try:
         out = model(images[:2] if model.takes == "uint8-nhwc" else to_float(images[:2]))
-    except RuntimeError as e:
+    except UserError:
+        raise
+    except Exception as e:  # the file's own runtime: torch.export raises AssertionError on a guard
         raise UserError(f"external teacher {entry.name}: cannot run on {size}x{size} images "
                         f"({str(e).splitlines()[0][:200]})") from None
     if out.ndim != 2 or out.shape[1] != classes:

@@ -40,6 +40,14 @@ class TeachersConfig:
     # ones as candidates for the ensemble.
     external: tuple[ExternalTeacher, ...] = ()
 
+    def __post_init__(self):
+        if self.count < (0 if self.external else 1):
+            raise UserError(f"teachers.count must be at least 1 (0 only with teachers.external), got {self.count}")
+        places = [e.resolved() for e in self.external]
+        twice = [e.name for e, place in zip(self.external, places, strict=True) if places.count(place) > 1]
+        if twice:  # the ensemble could choose one teacher twice
+            raise UserError(f"teachers.external lists a teacher more than once ({', '.join(twice)})")
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:
@@ -192,8 +200,7 @@ class StudyConfig:
             raise UserError(f"inference.runs must be at least 100 and inference.batch at least 1, got "
                             f"{self.inference.runs} and {self.inference.batch}")
         t, tr, st, se = self.teachers, self.transfer, self.students, self.search
-        for where, value, low in (("teachers.count", t.count, 0 if t.external else 1),
-                                  ("teachers.epochs", t.epochs, 1),
+        for where, value, low in (("teachers.epochs", t.epochs, 1),
                                   ("teachers.batch_size", t.batch_size, 0),
                                   ("transfer.epochs", tr.epochs, 1), ("transfer.images", tr.images, 0),
                                   ("students.repeats", st.repeats, 1), ("students.epochs", st.epochs, 1),

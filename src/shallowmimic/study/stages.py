@@ -152,7 +152,7 @@ def transfer_stage(ctx: StudyContext, job: Job, ens_dir: Path, manifest: dict) -
     def ensemble():  # loaded once per worker, and only by a worker that labels
         if not loaded:
             tta = None if ctx.cfg.transfer.tta == "model" else ctx.cfg.transfer.tta
-            loaded.append(load_ensemble(ens_dir, ctx.device, tta))
+            loaded.append(load_ensemble(ens_dir, ctx.device, tta, ctx.cfg.teachers.external))
         return loaded[0]
 
     shards = [] if job.done() else [Shard(f"{job.key}/{shard_name(e)}", job.dir / shard_name(e), e)

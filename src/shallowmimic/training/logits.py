@@ -22,7 +22,6 @@ from shallowmimic.core.errors import UserError
 from shallowmimic.core.files import atomic_path, file_digest
 from shallowmimic.models.checkpoint import BEST
 from shallowmimic.models.external import FAMILY as EXTERNAL
-from shallowmimic.models.external import ExternalTeacher
 from shallowmimic.models.store import MODEL_JSON
 
 LOGITS = "logits.safetensors"
@@ -38,17 +37,18 @@ def images_digest(images: torch.Tensor) -> str:
 
 def weights_of(directory: Path, precision: str) -> tuple[str, str] | None:
     """(digest of what computes the logits, precision they are computed at) of the model in
-    DIRECTORY: its best weights at `precision`, or an external teacher's files, always run in
-    fp32; None when there is nothing to compute them (an untrained or missing model)."""
+    DIRECTORY: its best weights at `precision`, or the digest an external teacher's files had
+    when its job ran them (always in fp32; whatever loads the teacher checks its files); None
+    when there is nothing to compute them (an untrained or missing model)."""
     directory = Path(directory)
     if (directory / BEST).exists():
         return file_digest(directory / BEST), precision
     try:
         meta = json.loads((directory / MODEL_JSON).read_text())
-        if meta.get("family") == EXTERNAL:
-            return ExternalTeacher(**meta["entry"]).digest(), "fp32"
-    except (OSError, ValueError, TypeError, KeyError, UserError):
-        pass  # unreadable, or its file gone: nothing stored can be vouched for
+        if meta.get("family") == EXTERNAL:  # the digest it was run with; loading it checks the file
+            return str(meta["digest"]), "fp32"
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # unreadable: nothing stored can be vouched for
     return None
 
 
@@ -57,7 +57,10 @@ def store_logits(directory: Path, parts: dict[str, tuple[torch.Tensor, torch.Ten
     its external teacher's files), computed at `precision` (fp32 or bf16 autocast)."""
     directory = Path(directory)
     keys = {name: {"images": images_digest(images), "rows": len(logits)} for name, (images, logits) in parts.items()}
-    weights, precision = weights_of(directory, precision)
+    made_by = weights_of(directory, precision)
+    if made_by is None:
+        raise UserError(f"{directory}: no weights to store logits of ({BEST} or an external teacher's model.json)")
+    weights, precision = made_by
     meta = {"weights": weights, "precision": precision, "parts": json.dumps(keys)}
     with atomic_path(directory / LOGITS) as tmp:
         save_file({name: logits.float().cpu().contiguous() for name, (_, logits) in parts.items()}, str(tmp), meta)
