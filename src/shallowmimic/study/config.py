@@ -279,7 +279,8 @@ def deviations(cfg: StudyConfig) -> list[str]:
         out = [d.replace(f"label smoothing {get_teacher(t.variant).recipe.label_smoothing:g}",
                          f"label smoothing {t.label_smoothing:g}") for d in out]
     if not search.teacher_trials:
-        out.append(f"no teacher search: {t.count} teachers with fixed settings, {t.epochs} epochs each "
+        teachers = "1 teacher" if t.count == 1 else f"{t.count} teachers"
+        out.append(f"no teacher search: {teachers} with fixed settings, {t.epochs} epochs each "
                    "(paper: 129 searched teachers)")
     if t.external:
         out.append(f"{len(t.external)} external teacher(s) ({', '.join(Path(e.name).name for e in t.external)}) "
